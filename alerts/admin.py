@@ -1,0 +1,127 @@
+"""Django admin for operators and auditors: every model, searchable and filterable."""
+from django.contrib import admin
+
+from alerts import models
+
+
+class LabelInline(admin.TabularInline):
+    model = models.Label
+    extra = 0
+    fields = ["name", "creator", "created"]
+    readonly_fields = ["created"]
+
+
+class LogInline(admin.TabularInline):
+    model = models.Log
+    extra = 0
+    fields = ["created", "message", "file"]
+    readonly_fields = ["created", "message", "file"]
+    can_delete = False
+
+
+class FileInline(admin.TabularInline):
+    model = models.File
+    extra = 0
+    fields = ["name", "version", "tags", "size", "content", "created"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(models.Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["graceid", "group", "pipeline", "search", "gpstime", "far", "snr", "instruments",
+                    "offline", "superevent", "created"]
+    list_filter = ["category", "group", "pipeline", "search", "offline"]
+    search_fields = ["graceid", "superevent__superevent_id", "instruments"]
+    raw_id_fields = ["superevent"]
+    inlines = [LabelInline, FileInline, LogInline]
+
+
+@admin.register(models.Superevent)
+class SupereventAdmin(admin.ModelAdmin):
+    list_display = ["superevent_id", "category", "t_0", "t_start", "t_end", "preferred_event", "far", "created"]
+    list_filter = ["category", "date"]
+    search_fields = ["superevent_id", "preferred_event__graceid", "labels__name"]
+    raw_id_fields = ["preferred_event"]
+    inlines = [LabelInline, FileInline, LogInline]
+
+
+@admin.register(models.Label)
+class LabelAdmin(admin.ModelAdmin):
+    list_display = ["name", "event", "superevent", "creator", "created"]
+    list_filter = ["name", "creator"]
+    search_fields = ["name", "event__graceid", "superevent__superevent_id"]
+    raw_id_fields = ["event", "superevent"]
+
+
+@admin.register(models.Log)
+class LogAdmin(admin.ModelAdmin):
+    list_display = ["created", "event", "superevent", "message", "file"]
+    search_fields = ["message", "event__graceid", "superevent__superevent_id"]
+    list_filter = ["created"]
+    raw_id_fields = ["event", "superevent", "file"]
+
+
+@admin.register(models.File)
+class FileAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "name", "version", "size", "tags", "created"]
+    list_filter = ["name"]
+    search_fields = ["name", "sha256", "event__graceid", "superevent__superevent_id"]
+    raw_id_fields = ["event", "superevent"]
+
+
+class NoticePayloadInline(admin.TabularInline):
+    model = models.NoticePayload
+    extra = 0
+    fields = ["format", "sha256"]
+    readonly_fields = fields
+
+
+class NoticeDeliveryInline(admin.TabularInline):
+    model = models.NoticeDelivery
+    extra = 0
+    fields = ["destination", "format", "status", "attempts", "last_error", "sent_at"]
+    readonly_fields = fields
+
+
+@admin.register(models.Notice)
+class NoticeAdmin(admin.ModelAdmin):
+    list_display = ["identity", "superevent", "alert_type", "serial", "role", "significant", "created"]
+    list_filter = ["alert_type", "role", "significant"]
+    search_fields = ["identity", "superevent__superevent_id"]
+    inlines = [NoticePayloadInline, NoticeDeliveryInline]
+
+
+@admin.register(models.NoticeDelivery)
+class NoticeDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["notice", "destination", "format", "status", "attempts", "sent_at"]
+    list_filter = ["status", "destination", "format"]
+    search_fields = ["notice__identity", "last_error"]
+
+
+@admin.register(models.StepRun)
+class StepRunAdmin(admin.ModelAdmin):
+    list_display = ["step", "event", "superevent", "status", "started", "duration_s", "attempt", "worker"]
+    list_filter = ["step", "status"]
+    search_fields = ["step", "error", "event__graceid", "superevent__superevent_id"]
+    raw_id_fields = ["event", "superevent"]
+
+
+@admin.register(models.DelayedTask)
+class DelayedTaskAdmin(admin.ModelAdmin):
+    list_display = ["func", "args", "due", "fired", "created"]
+    list_filter = ["fired"]
+    search_fields = ["func"]
+
+
+@admin.register(models.Rejection)
+class RejectionAdmin(admin.ModelAdmin):
+    list_display = ["created", "source", "reason"]
+    list_filter = ["source"]
+    search_fields = ["reason", "excerpt"]
+
+
+@admin.register(models.SupereventDayCounter)
+class SupereventDayCounterAdmin(admin.ModelAdmin):
+    list_display = ["category", "date", "next_index"]
+    list_filter = ["category"]

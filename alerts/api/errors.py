@@ -1,0 +1,18 @@
+"""Every API error is a JSON body with a one-line ``error`` message."""
+from rest_framework.views import exception_handler
+
+
+def json_exception_handler(exc, context):
+    response = exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "error" not in response.data:
+        detail = response.data.get("detail")
+        response.data = {"error": str(detail) if detail else flatten(response.data)}
+    return response
+
+
+def flatten(data):
+    parts = []
+    for key, value in data.items():
+        text = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(f"{key}: {text}")
+    return "; ".join(parts)

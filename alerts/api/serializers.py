@@ -1,0 +1,93 @@
+"""JSON shapes of the API, close to GraceDB's so that existing scripts feel at home."""
+from django.conf import settings
+from rest_framework import serializers
+
+from alerts.models import Event, File, Log, Superevent
+
+
+def file_url(file):
+    owner = "events" if file.event_id else "superevents"
+    return f"{settings.ORCHESTRATOR['BASE_URL']}/api/{owner}/{file.owner_id_text}/files/{file.filename}"
+
+
+class FileSerializer(serializers.ModelSerializer):
+    filename = serializers.CharField(read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = File
+        fields = ["filename", "name", "version", "tags", "size", "sha256", "created", "url"]
+
+    def get_url(self, obj):
+        return file_url(obj)
+
+
+class LogSerializer(serializers.ModelSerializer):
+    filename = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Log
+        fields = ["created", "message", "tags", "filename"]
+
+    def get_filename(self, obj):
+        return obj.file.filename if obj.file_id else ""
+
+
+class EventSerializer(serializers.ModelSerializer):
+    labels = serializers.SerializerMethodField()
+    instruments = serializers.SerializerMethodField()
+    superevent = serializers.SlugRelatedField(slug_field="superevent_id", read_only=True)
+
+    class Meta:
+        model = Event
+        fields = ["graceid", "category", "group", "pipeline", "search", "gpstime", "far", "snr",
+                  "instruments", "offline", "superevent", "labels", "extra_attributes", "created"]
+
+    def get_labels(self, obj):
+        return sorted(label.name for label in obj.labels.all())
+
+    def get_instruments(self, obj):
+        return obj.instrument_list
+
+
+class SupereventSerializer(serializers.ModelSerializer):
+    preferred_event = serializers.SlugRelatedField(slug_field="graceid", read_only=True)
+    gw_events = serializers.SerializerMethodField()
+    labels = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Superevent
+        fields = ["superevent_id", "category", "t_start", "t_0", "t_end", "far", "preferred_event",
+                  "gw_events", "labels", "created", "updated"]
+
+    def get_gw_events(self, obj):
+        return sorted(event.graceid for event in obj.events.all())
+
+    def get_labels(self, obj):
+        return sorted(label.name for label in obj.labels.all())
+
+
+class EventUploadSerializer(serializers.Serializer):
+    group = serializers.CharField()
+    pipeline = serializers.CharField()
+    search = serializers.CharField(default="AllSky")
+    offline = serializers.BooleanField(default=False)
+    category = serializers.CharField(required=False, allow_blank=True)
+    coinc = serializers.FileField(required=False, help_text="coinc.xml (CBC)")
+    psd = serializers.FileField(required=False, help_text="psd.xml.gz")
+    ranking_data = serializers.FileField(required=False, help_text="ranking_data.xml.gz")
+    gpstime = serializers.FloatField(required=False)
+    far = serializers.FloatField(required=False)
+    snr = serializers.FloatField(required=False)
+    instruments = serializers.CharField(required=False, help_text="H1,L1,V1 (events without coinc.xml)")
+
+
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    filename = serializers.CharField(required=False, help_text="defaults to the uploaded file's name")
+    tags = serializers.CharField(required=False, allow_blank=True, help_text="comma-separated")
+    comment = serializers.CharField(required=False, allow_blank=True)
+
+
+class LabelSerializer(serializers.Serializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9_]{1,32}$")

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from alerts.api import views
+
+urlpatterns = [
+    path("events/", views.EventList.as_view(), name="event-list"),
+    path("events/<str:graceid>/", views.EventDetail.as_view(), name="event-detail"),
+    path("events/<str:graceid>/files/", views.FileList.as_view(), name="event-files"),
+    path("events/<str:graceid>/files/<str:filename>", views.FileContent.as_view(), name="event-file"),
+    path("events/<str:graceid>/labels/", views.LabelList.as_view(), name="event-labels"),
+    path("events/<str:graceid>/logs/", views.LogList.as_view(), name="event-logs"),
+    path("superevents/", views.SupereventList.as_view(), name="superevent-list"),
+    path("superevents/<str:superevent_id>/", views.SupereventDetail.as_view(), name="superevent-detail"),
+    path("superevents/<str:superevent_id>/files/", views.FileList.as_view(), name="superevent-files"),
+    path("superevents/<str:superevent_id>/files/<str:filename>", views.FileContent.as_view(),
+         name="superevent-file"),
+    path("superevents/<str:superevent_id>/labels/", views.LabelList.as_view(), name="superevent-labels"),
+    path("superevents/<str:superevent_id>/logs/", views.LogList.as_view(), name="superevent-logs"),
+]

@@ -1,0 +1,157 @@
+"""REST endpoints: pipelines upload events and files; scripts read state,
+add labels and fetch files. Errors are HTTP 400 with ``{"error": ...}``."""
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from alerts import store
+from alerts.api.serializers import (EventSerializer, EventUploadSerializer, FileSerializer,
+                                    FileUploadSerializer, LabelSerializer, LogSerializer,
+                                    SupereventSerializer)
+from alerts.events import (PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, add_event_file,
+                           create_event, reject)
+from alerts.models import Event, File, Superevent
+
+API_SOURCE = "api"
+
+
+def bad_request(message, excerpt=b""):
+    reject(API_SOURCE, message, excerpt)
+    return Response({"error": message}, status=status.HTTP_400_BAD_REQUEST)
+
+
+def event_or_404(graceid):
+    return get_object_or_404(Event, graceid=graceid)
+
+
+def superevent_or_404(superevent_id):
+    return get_object_or_404(Superevent, superevent_id=superevent_id)
+
+
+class EventList(generics.ListAPIView):
+    serializer_class = EventSerializer
+
+    def get_queryset(self):
+        queryset = Event.objects.select_related("superevent").prefetch_related("labels")
+        for field in ("group", "pipeline", "search", "category"):
+            if field in self.request.query_params:
+                queryset = queryset.filter(**{field: self.request.query_params[field]})
+        return queryset
+
+    def post(self, request):
+        form = EventUploadSerializer(data=request.data)
+        if not form.is_valid():
+            return bad_request("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
+        fields = form.validated_data
+        coinc = fields["coinc"].read() if "coinc" in fields else None
+        files = [(name, fields[key].read()) for key, name in (("psd", PSD_FILENAME),
+                                                             ("ranking_data", RANKING_DATA_FILENAME))
+                 if key in fields]
+        attributes = None
+        if coinc is None:
+            attributes = {key: fields.get(key) for key in ("gpstime", "far", "snr", "instruments")}
+        try:
+            event = create_event(group=fields["group"], pipeline=fields["pipeline"], search=fields["search"],
+                                 offline=fields["offline"], category=fields.get("category") or None,
+                                 coinc=coinc, attributes=attributes, files=files)
+        except UploadError as error:
+            return bad_request(str(error), coinc or b"")
+        return Response(EventSerializer(event).data, status=status.HTTP_201_CREATED)
+
+
+class EventDetail(generics.RetrieveAPIView):
+    serializer_class = EventSerializer
+    queryset = Event.objects.all()
+    lookup_field = "graceid"
+
+
+class SupereventList(generics.ListAPIView):
+    serializer_class = SupereventSerializer
+
+    def get_queryset(self):
+        queryset = Superevent.objects.select_related("preferred_event").prefetch_related("labels", "events")
+        if "category" in self.request.query_params:
+            queryset = queryset.filter(category=self.request.query_params["category"])
+        return queryset
+
+
+class SupereventDetail(generics.RetrieveAPIView):
+    serializer_class = SupereventSerializer
+    queryset = Superevent.objects.all()
+    lookup_field = "superevent_id"
+
+
+class OwnerMixin:
+    """Views under /events/<graceid>/ or /superevents/<superevent_id>/."""
+
+    def owner(self):
+        if "graceid" in self.kwargs:
+            return event_or_404(self.kwargs["graceid"])
+        return superevent_or_404(self.kwargs["superevent_id"])
+
+
+class FileList(OwnerMixin, APIView):
+    def get(self, request, **kwargs):
+        files = File.objects.filter(**store.owner_kwargs(self.owner()))
+        return Response(FileSerializer(files, many=True).data)
+
+    def post(self, request, **kwargs):
+        owner = self.owner()
+        form = FileUploadSerializer(data=request.data)
+        if not form.is_valid():
+            return bad_request("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
+        upload = form.validated_data["file"]
+        name = form.validated_data.get("filename") or upload.name
+        tags = [t.strip() for t in form.validated_data.get("tags", "").split(",") if t.strip()] or None
+        data = upload.read()
+        try:
+            if isinstance(owner, Event):
+                stored = add_event_file(owner, name, data, tags=tags,
+                                        message=form.validated_data.get("comment") or None)
+            else:
+                stored = store.add_file(owner, name, data, tags=tags or [],
+                                        message=form.validated_data.get("comment") or None)
+        except UploadError as error:
+            return bad_request(str(error), data)
+        return Response(FileSerializer(stored).data, status=status.HTTP_201_CREATED)
+
+
+class FileContent(OwnerMixin, APIView):
+    """``<name>`` is the newest version; ``<name>,<version>`` a given one."""
+
+    def get(self, request, filename, **kwargs):
+        name, _, version = filename.rpartition(",")
+        files = File.objects.filter(**store.owner_kwargs(self.owner()))
+        if name and version.isdigit():
+            stored = get_object_or_404(files, name=name, version=int(version))
+        else:
+            stored = files.filter(name=filename).order_by("-version").first()
+            if stored is None:
+                return Response({"error": f"no file named {filename}"}, status=status.HTTP_404_NOT_FOUND)
+        response = HttpResponse(stored.read(), content_type="application/octet-stream")
+        response["Content-Disposition"] = f'attachment; filename="{stored.name}"'
+        return response
+
+
+class LabelList(OwnerMixin, APIView):
+    def get(self, request, **kwargs):
+        return Response(sorted(self.owner().label_names()))
+
+    def post(self, request, **kwargs):
+        owner = self.owner()
+        form = LabelSerializer(data=request.data)
+        if not form.is_valid():
+            return bad_request("label name must be 1-32 letters, digits or underscores")
+        created = store.add_label(owner, form.validated_data["name"], creator=request.user.get_username())
+        return Response({"name": form.validated_data["name"], "created": created},
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class LogList(OwnerMixin, generics.ListAPIView):
+    serializer_class = LogSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return self.owner().logs.select_related("file")

@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+
+# Modules whose @handles subscriptions make up the workflow; importing them
+# registers their handlers.
+HANDLER_MODULES = ["alerts.superevents"]
+
+
+class AlertsConfig(AppConfig):
+    name = "alerts"
+    verbose_name = "Alert orchestrator"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        import importlib
+
+        for module in HANDLER_MODULES:
+            importlib.import_module(module)

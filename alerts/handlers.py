@@ -1,0 +1,54 @@
+"""Registry of what runs when something happens to an event or superevent.
+
+Ingestion, uploads and the manager announce changes with ``dispatch(kind,
+...)``; annotation and alert steps subscribe with ``@handles(kind)``. Each
+subscriber runs as its own worker task, so one failing step never blocks
+another. Arguments are primary keys and names, never model objects, so that
+they cross process boundaries unchanged.
+"""
+from collections import defaultdict
+
+from alerts import workers
+
+# What can happen; the arguments each kind passes to its handlers.
+EVENT_CREATED = "event_created"  # (event_pk,)
+EVENT_FILE_ADDED = "event_file_added"  # (event_pk, file_pk)
+EVENT_LABEL_ADDED = "event_label_added"  # (event_pk, label_name)
+SUPEREVENT_CREATED = "superevent_created"  # (superevent_pk,)
+SUPEREVENT_EVENT_ADDED = "superevent_event_added"  # (superevent_pk, event_pk)
+SUPEREVENT_PREFERRED_CHANGED = "superevent_preferred_changed"  # (superevent_pk, event_pk)
+SUPEREVENT_LABEL_ADDED = "superevent_label_added"  # (superevent_pk, label_name)
+SUPEREVENT_FILE_ADDED = "superevent_file_added"  # (superevent_pk, file_pk)
+KINDS = {
+    EVENT_CREATED, EVENT_FILE_ADDED, EVENT_LABEL_ADDED, SUPEREVENT_CREATED,
+    SUPEREVENT_EVENT_ADDED, SUPEREVENT_PREFERRED_CHANGED, SUPEREVENT_LABEL_ADDED,
+    SUPEREVENT_FILE_ADDED,
+}
+
+_subscribers = defaultdict(list)
+
+
+def handles(kind):
+    """Subscribe the decorated module-level function to ``kind``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown handler kind {kind!r}")
+
+    def register(func):
+        path = f"{func.__module__}.{func.__qualname__}"
+        if path not in _subscribers[kind]:
+            _subscribers[kind].append(path)
+        return func
+
+    return register
+
+
+def subscribers(kind):
+    return list(_subscribers[kind])
+
+
+def dispatch(kind, *args):
+    """Queue every subscriber of ``kind`` (after the current transaction commits)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown handler kind {kind!r}")
+    for path in _subscribers[kind]:
+        workers.enqueue(path, *args)

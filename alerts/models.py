@@ -1,0 +1,349 @@
+"""The orchestrator's store: events, superevents, labels, logs, files, notices
+and the record of every step run.
+
+Models hold no science: values are computed in ``alerts.science`` and stored
+here by the services (``alerts.events``, ``alerts.superevents`` ...).
+"""
+import hashlib
+
+from django.db import models
+from django.db.models import Q
+
+
+class Category(models.TextChoices):
+    """Which stream a candidate belongs to; superevent IDs differ per stream."""
+
+    PRODUCTION = "production", "Production"
+    MDC = "mdc", "Mock data challenge"
+    TEST = "test", "Test"
+
+
+class Group(models.TextChoices):
+    CBC = "CBC", "Compact binary coalescence"
+    BURST = "Burst", "Burst"
+
+
+class Event(models.Model):
+    """One pipeline's candidate (a G-event)."""
+
+    graceid = models.CharField(max_length=32, unique=True, blank=True)
+    category = models.CharField(max_length=16, choices=Category.choices, default=Category.PRODUCTION)
+    group = models.CharField(max_length=16, choices=Group.choices)
+    pipeline = models.CharField(max_length=32)
+    search = models.CharField(max_length=32, default="AllSky")
+    gpstime = models.FloatField(help_text="GPS time of the candidate (s)")
+    far = models.FloatField(help_text="False alarm rate (Hz)")
+    snr = models.FloatField(null=True, blank=True, help_text="Network SNR")
+    instruments = models.CharField(max_length=64, help_text="Comma-separated detectors, e.g. H1,L1,V1")
+    offline = models.BooleanField(default=False)
+    extra_attributes = models.JSONField(default=dict, blank=True)
+    superevent = models.ForeignKey(
+        "Superevent", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["category", "gpstime"])]
+        ordering = ["-id"]
+
+    def __str__(self):
+        return self.graceid or f"event #{self.pk}"
+
+    @property
+    def instrument_list(self):
+        return [ifo for ifo in self.instruments.split(",") if ifo]
+
+    def label_names(self):
+        return {label.name for label in self.labels.all()}
+
+
+class Superevent(models.Model):
+    """A time window grouping the events of one astrophysical candidate."""
+
+    superevent_id = models.CharField(max_length=32, unique=True)
+    category = models.CharField(max_length=16, choices=Category.choices, default=Category.PRODUCTION)
+    t_start = models.FloatField()
+    t_0 = models.FloatField()
+    t_end = models.FloatField()
+    preferred_event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    far = models.FloatField(null=True, blank=True, help_text="FAR of the preferred event (Hz)")
+    # UTC date of t_0 and the creation index that day, behind the suffix.
+    date = models.DateField()
+    day_index = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["category", "t_start"]),
+            models.Index(fields=["category", "t_end"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["category", "date", "day_index"], name="one_index_per_day"),
+        ]
+        ordering = ["-t_0"]
+
+    def __str__(self):
+        return self.superevent_id
+
+    def label_names(self):
+        return {label.name for label in self.labels.all()}
+
+
+class SupereventDayCounter(models.Model):
+    """Next creation index per (category, UTC day), so IDs follow creation order."""
+
+    category = models.CharField(max_length=16, choices=Category.choices)
+    date = models.DateField()
+    next_index = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["category", "date"], name="one_counter_per_day")]
+
+
+class OwnedByEventOrSuperevent(models.Model):
+    """Base for records attached to exactly one event or one superevent."""
+
+    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.CASCADE, related_name="%(class)ss")
+    superevent = models.ForeignKey(
+        Superevent, null=True, blank=True, on_delete=models.CASCADE, related_name="%(class)ss"
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def owner(self):
+        return self.event if self.event_id else self.superevent
+
+    @property
+    def owner_id_text(self):
+        owner = self.owner
+        return owner.graceid if isinstance(owner, Event) else owner.superevent_id
+
+
+def exactly_one_owner(name):
+    return models.CheckConstraint(
+        condition=(Q(event__isnull=False) & Q(superevent__isnull=True))
+        | (Q(event__isnull=True) & Q(superevent__isnull=False)),
+        name=name,
+    )
+
+
+class Label(OwnedByEventOrSuperevent):
+    """A named flag; labels drive the workflow (DESIGN.md section 4)."""
+
+    name = models.CharField(max_length=32)
+    created = models.DateTimeField(auto_now_add=True)
+    creator = models.CharField(max_length=64, default="orchestrator")
+
+    class Meta:
+        constraints = [
+            exactly_one_owner("label_has_one_owner"),
+            models.UniqueConstraint(fields=["event", "name"], name="one_label_per_event",
+                                    condition=Q(event__isnull=False)),
+            models.UniqueConstraint(fields=["superevent", "name"], name="one_label_per_superevent",
+                                    condition=Q(superevent__isnull=False)),
+        ]
+        ordering = ["created"]
+
+    def __str__(self):
+        return f"{self.owner_id_text}:{self.name}"
+
+
+def file_upload_path(instance, filename):
+    return f"{instance.owner_id_text}/{instance.name},{instance.version}"
+
+
+class File(OwnedByEventOrSuperevent):
+    """A versioned data product (``name,version``) stored through Django storage."""
+
+    name = models.CharField(max_length=128)
+    version = models.PositiveIntegerField()
+    content = models.FileField(upload_to=file_upload_path, max_length=255)
+    tags = models.JSONField(default=list, blank=True)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            exactly_one_owner("file_has_one_owner"),
+            models.UniqueConstraint(fields=["event", "name", "version"], name="one_event_file_version",
+                                    condition=Q(event__isnull=False)),
+            models.UniqueConstraint(fields=["superevent", "name", "version"],
+                                    name="one_superevent_file_version",
+                                    condition=Q(superevent__isnull=False)),
+        ]
+        ordering = ["name", "version"]
+
+    def __str__(self):
+        return f"{self.owner_id_text}/{self.filename}"
+
+    @property
+    def filename(self):
+        return f"{self.name},{self.version}"
+
+    def read(self):
+        with self.content.open("rb") as handle:
+            return handle.read()
+
+    @staticmethod
+    def digest(data):
+        return hashlib.sha256(data).hexdigest()
+
+
+class Log(OwnedByEventOrSuperevent):
+    """Append-only message list, optionally pointing at a file version."""
+
+    message = models.TextField()
+    file = models.ForeignKey(File, null=True, blank=True, on_delete=models.SET_NULL, related_name="logs")
+    tags = models.JSONField(default=list, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    # Identity of an ingested log message, so a repeated message is not
+    # logged twice.
+    external_key = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        constraints = [exactly_one_owner("log_has_one_owner")]
+        ordering = ["created", "id"]
+
+    def __str__(self):
+        return f"{self.owner_id_text}: {self.message[:60]}"
+
+
+class Notice(models.Model):
+    """An alert sent (or to be sent) for a superevent.
+
+    Its identity (superevent, type, serial) is recorded before anything is
+    sent, so that sending can be made idempotent on it.
+    """
+
+    class AlertType(models.TextChoices):
+        EARLYWARNING = "EARLYWARNING", "Early warning"
+        PRELIMINARY = "PRELIMINARY", "Preliminary"
+        INITIAL = "INITIAL", "Initial"
+        UPDATE = "UPDATE", "Update"
+        RETRACTION = "RETRACTION", "Retraction"
+
+    superevent = models.ForeignKey(Superevent, on_delete=models.CASCADE, related_name="notices")
+    alert_type = models.CharField(max_length=16, choices=AlertType.choices)
+    serial = models.PositiveIntegerField()
+    identity = models.CharField(max_length=128, unique=True)
+    role = models.CharField(max_length=16, default="observation")
+    significant = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["superevent", "serial"], name="one_notice_per_serial"),
+        ]
+        ordering = ["superevent", "serial"]
+
+    def __str__(self):
+        return self.identity
+
+
+class NoticePayload(models.Model):
+    """One encoding of a notice (JSON, Avro, VOEvent)."""
+
+    notice = models.ForeignKey(Notice, on_delete=models.CASCADE, related_name="payloads")
+    format = models.CharField(max_length=16)
+    content = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["notice", "format"], name="one_payload_per_format")]
+
+
+class NoticeDelivery(models.Model):
+    """Delivery of one notice payload to one destination, with its attempts."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    notice = models.ForeignKey(Notice, on_delete=models.CASCADE, related_name="deliveries")
+    destination = models.CharField(max_length=64)
+    format = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["notice", "destination", "format"], name="one_delivery_per_destination"),
+        ]
+
+
+class StepRun(models.Model):
+    """What step ran for which event/superevent, when, and how it ended."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    step = models.CharField(max_length=64)
+    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.CASCADE, related_name="step_runs")
+    superevent = models.ForeignKey(
+        Superevent, null=True, blank=True, on_delete=models.CASCADE, related_name="step_runs"
+    )
+    started = models.DateTimeField()
+    finished = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True, default="")
+    attempt = models.PositiveIntegerField(default=1)
+    worker = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["step", "status"])]
+        ordering = ["-started"]
+
+    def __str__(self):
+        return f"{self.step} ({self.status})"
+
+    @property
+    def duration_s(self):
+        if self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()
+
+
+class DelayedTask(models.Model):
+    """A task due at a precise time, fired by the orchestrator's timer.
+
+    django-q2's scheduler checks its schedules about every half minute, too
+    coarse for waits such as ``orchestrator_timeout``; the timer polls this
+    table every ``TIMER_POLL_S`` and hands due tasks to django-q2.
+    """
+
+    func = models.CharField(max_length=128)
+    args = models.JSONField(default=list)
+    due = models.DateTimeField(db_index=True)
+    fired = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["fired", "due"])]
+
+
+class Rejection(models.Model):
+    """Input that was refused, with the reason, so nothing is silently lost."""
+
+    source = models.CharField(max_length=32, help_text="api, cli, ingest ...")
+    reason = models.TextField()
+    excerpt = models.TextField(blank=True, default="", help_text="The start of the rejected input")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"{self.source}: {self.reason[:80]}"

@@ -1,0 +1,109 @@
+"""How steps run: inline, as django-q2 tasks, or at a precise later time.
+
+``enqueue`` is the one way code asks for work to be done. Work is handed
+over only after the current database transaction commits, so a worker never
+sees half-written data and a rolled-back upload triggers nothing.
+
+Delayed work goes into the ``DelayedTask`` table; the timer (``run_timer``,
+started by ``manage.py qcluster``) polls it every ``TIMER_POLL_S`` seconds
+and hands due tasks to django-q2. django-q2's own scheduler only looks at
+its schedules every ~30 s (measured in benchmarks/timer_precision.py), far
+too coarse for ``orchestrator_timeout``.
+"""
+import datetime
+import importlib
+import logging
+import os
+import signal
+import time
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+TIMER_BATCH_SIZE = 100
+
+
+def policy():
+    return settings.ORCHESTRATOR
+
+
+def resolve(path):
+    module_name, func_name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def run_inline():
+    return policy()["TASKS_INLINE"]
+
+
+def enqueue(path, *args, delay_s=0.0):
+    """Run ``path(*args)`` on a worker, ``delay_s`` seconds from now at the earliest."""
+    if run_inline():
+        transaction.on_commit(lambda: resolve(path)(*args))
+        return
+    if delay_s > 0:
+        from alerts.models import DelayedTask
+
+        due = timezone.now() + datetime.timedelta(seconds=delay_s)
+        DelayedTask.objects.create(func=path, args=list(args), due=due)
+        return
+    transaction.on_commit(lambda: _hand_to_django_q(path, args))
+
+
+def _hand_to_django_q(path, args):
+    from django_q.tasks import async_task
+
+    async_task(path, *args, task_name=_task_name(path, args))
+
+
+def _task_name(path, args):
+    return f"{path.rsplit('.', 1)[-1]}({', '.join(map(str, args))})"[:100]
+
+
+def fire_due_tasks(now=None):
+    """Hand every due, unfired delayed task to django-q2; returns how many.
+
+    Rows are claimed with SKIP LOCKED where the database has it, so several
+    timers (one per worker machine) never fire the same task twice.
+    """
+    from alerts.models import DelayedTask
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = DelayedTask.objects.filter(fired__isnull=True, due__lte=now).order_by("due")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        batch = list(due[:TIMER_BATCH_SIZE])
+        for task in batch:
+            task.fired = now
+            task.save(update_fields=["fired"])
+            transaction.on_commit(lambda task=task: _hand_to_django_q(task.func, task.args))
+    return len(batch)
+
+
+def run_timer(poll_s=None, stop_after_s=None):
+    """Fire delayed tasks until terminated (or for ``stop_after_s`` seconds)."""
+    poll_s = poll_s or policy()["TIMER_POLL_S"]
+    started = time.monotonic()
+    running = True
+
+    def stop(*_):
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    logger.info("timer %s polling every %.3f s", os.getpid(), poll_s)
+    while running:
+        try:
+            fired = fire_due_tasks()
+        except Exception:  # keep the timer alive through a database hiccup
+            logger.exception("timer could not fire due tasks")
+            close_old_connections()
+            fired = 0
+        if stop_after_s is not None and time.monotonic() - started > stop_after_s:
+            break
+        if fired < TIMER_BATCH_SIZE:
+            time.sleep(poll_s)

@@ -1,0 +1,223 @@
+"""Django settings for the alert orchestrator.
+
+Every deployment-specific value comes from the environment, with defaults
+that run on one laptop with nothing installed but Python packages: a SQLite
+file and django-q2's ORM broker. Every policy number of the orchestrator
+lives in the single ``ORCHESTRATOR`` block at the end of this file.
+"""
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("ORCHESTRATOR_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name, default=False):
+    """Read a yes/no environment variable."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name, default):
+    """Read a float environment variable (for policy overrides)."""
+    value = os.environ.get(name)
+    return default if value in (None, "") else float(value)
+
+
+SECRET_KEY = os.environ.get(
+    "DJANGO_SECRET_KEY", "insecure-development-key-change-me-in-deployments"
+)
+DEBUG = env_bool("DJANGO_DEBUG", True)
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",")
+
+INSTALLED_APPS = [
+    # alerts comes first so that its qcluster command (django-q2's cluster
+    # plus the precise timer) takes precedence over django-q2's own.
+    "alerts",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_q",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "orchestrator_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "orchestrator_site.wsgi.application"
+
+# --- Database -------------------------------------------------------------
+# DATABASE_URL selects the database (postgres://postgres@127.0.0.1:5432/db);
+# without it a SQLite file under var/ is used, which needs no server.
+SQLITE_TIMEOUT_S = 30
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions take SQLite's write lock at BEGIN, so concurrent
+    # writers queue up instead of failing with "database is locked" when a
+    # read lock cannot be upgraded.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": SQLITE_TIMEOUT_S,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not memory, so that worker processes started by the tests
+    # share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = []
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+MEDIA_URL = "media/"
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
+
+# --- REST API -------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticatedOrReadOnly",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "alerts.api.errors.json_exception_handler",
+}
+
+# --- Task workers (django-q2) -------------------------------------------------
+# REDIS_URL switches django-q2 from its ORM broker (the database, nothing to
+# install) to Redis, for several worker machines sharing the load.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+Q_CLUSTER = {
+    "name": os.environ.get("Q_CLUSTER_NAME", "orchestrator"),
+    "workers": int(os.environ.get("Q_WORKERS", "2")),
+    "timeout": int(os.environ.get("Q_TIMEOUT_S", "600")),
+    "retry": int(os.environ.get("Q_RETRY_S", "660")),
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    # How often the ORM broker looks for new tasks (seconds).
+    Q_CLUSTER["poll"] = env_float("Q_ORM_POLL_S", 0.05)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "alerts": {"handlers": ["console"], "level": os.environ.get("ORCHESTRATOR_LOG_LEVEL", "INFO")},
+    },
+}
+
+# --- Orchestrator policy ---------------------------------------------------------
+DAY_S = 86400.0
+HOUR_S = 3600.0
+ORCHESTRATOR = {
+    # Run tasks inline in the calling process instead of queueing them for
+    # qcluster (tests, one-shot commands, a laptop without a worker).
+    "TASKS_INLINE": env_bool("ORCHESTRATOR_TASKS_INLINE", False),
+    # How often the timer looks for due delayed tasks (seconds); bounds how
+    # late a wait such as orchestrator_timeout can fire.
+    "TIMER_POLL_S": env_float("ORCHESTRATOR_TIMER_POLL_S", 0.05),
+    # Events whose FAR is above this (Hz) do not form superevents.
+    "SUPEREVENT_FAR_THRESHOLD": env_float("ORCHESTRATOR_SUPEREVENT_FAR_THRESHOLD", 1 / HOUR_S),
+    # Half-width of the superevent window around a CBC event's time, per
+    # pipeline (seconds); "default" for any other pipeline.
+    "SUPEREVENT_WINDOW_S": {"default": 1.0, "gstlal": 1.0, "pycbc": 1.0, "mbta": 1.0, "spiir": 1.0},
+    # Padding for Burst events, whose window is their own start/duration.
+    "BURST_WINDOW_PAD_S": 0.0,
+    # Wait for the preferred event choice to settle before vetting.
+    "ORCHESTRATOR_TIMEOUT_S": env_float("ORCHESTRATOR_TIMEOUT_S", 15.0),
+    # Significant-alert thresholds: (trials factor, FAR threshold in Hz) per
+    # (group, search); trials_factor * FAR must be below the threshold.
+    "SIGNIFICANT": {
+        ("CBC", "AllSky"): (7, 1 / (30 * DAY_S)),
+        ("CBC", "EarlyWarning"): (4, 1 / (30 * DAY_S)),
+        ("CBC", "SSM"): (3, 1 / (365 * DAY_S)),
+        ("Burst", "BBH"): (7, 1 / (30 * DAY_S)),
+        ("Burst", "AllSky"): (3, 1 / (365 * DAY_S)),
+    },
+    # Less-significant alerts: FAR (Hz) at most this; None disables. The
+    # usual trials factor of 8 multiplies both sides and cancels.
+    "LESS_SIGNIFICANT_FAR": {
+        ("CBC", "AllSky"): 2 / DAY_S,
+        ("Burst", "AllSky"): 2 / DAY_S,
+        ("Burst", "BBH"): 2 / DAY_S,
+        ("CBC", "EarlyWarning"): None,
+        ("CBC", "SSM"): None,
+    },
+    # Annotation labels an event needs before it counts as complete.
+    "COMPLETE_ANNOTATIONS": {
+        "CBC": ["SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"],
+        "Burst": ["SKYMAP_READY"],
+    },
+    # Superevent labels that freeze the preferred event.
+    "LOCK_LABELS": {"significant": "SIGNIF_LOCKED", "less_significant": "LOW_SIGNIF_LOCKED"},
+    # Known pipelines per group; uploads from others are rejected.
+    "PIPELINES": {
+        "CBC": ["gstlal", "pycbc", "mbta", "spiir"],
+        "Burst": ["cwb", "olib", "lib", "mly"],
+    },
+    "SEARCHES": ["AllSky", "EarlyWarning", "BBH", "SSM", "MDC"],
+    # Low-frequency cutoff for BAYESTAR when the upload does not say (Hz).
+    "DEFAULT_F_LOW_HZ": 30.0,
+    # Public base URL used in file URLs and notices.
+    "BASE_URL": os.environ.get("ORCHESTRATOR_BASE_URL", "http://127.0.0.1:8000"),
+    # IGWN Alert ingestion: where files announced by log messages are looked
+    # up locally (<dir>/<uid>/<filename>), since nothing is downloaded here.
+    "INGEST_FILES_DIR": os.environ.get("ORCHESTRATOR_INGEST_FILES_DIR", ""),
+}

@@ -1,0 +1,41 @@
+"""Shared test setup.
+
+Tests run against the database named by DATABASE_URL (PostgreSQL in CI) or
+a SQLite file, and against Redis when REDIS_URL is set; the worker tests use
+whichever broker the settings select and never skip.
+"""
+import os
+
+import pytest
+from django.db import connection
+
+
+@pytest.fixture(autouse=True)
+def isolated_orchestrator(settings, tmp_path):
+    """Inline tasks and a private media folder for every test."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "TASKS_INLINE": True, "INGEST_FILES_DIR": ""}
+    yield settings.ORCHESTRATOR
+
+
+def database_url_of_test_db():
+    """A DATABASE_URL that points worker subprocesses at the test database."""
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or "postgres"
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    host = params.get("HOST") or "127.0.0.1"
+    port = params.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
+
+
+@pytest.fixture
+def worker_env(tmp_path):
+    """Environment for subprocesses that must share this test's database."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_of_test_db()
+    env["MEDIA_ROOT"] = str(tmp_path / "media")
+    env["ORCHESTRATOR_TASKS_INLINE"] = "0"
+    env["DJANGO_SETTINGS_MODULE"] = "orchestrator_site.settings"
+    return env
