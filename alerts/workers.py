@@ -95,6 +95,7 @@ def run_timer(poll_s=None, stop_after_s=None):
         running = False
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     logger.info("timer %s polling every %.3f s", os.getpid(), poll_s)
     while running:
         try:
