@@ -1,0 +1,59 @@
+"""Replay realistic mock CBC events through the upload path (demo and load).
+
+Sources are simulated with ligo.skymap's tools (see
+``alerts.science.simulation``) and uploaded as MDC events the way a pipeline
+does: the coinc.xml, then the psd.xml.gz.
+"""
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from alerts.events import PSD_FILENAME, UploadError, create_event
+from alerts.science.simulation import PIPELINES, make_mock_events
+
+# Seconds between simulated sources, so that each forms its own superevent.
+SOURCE_SPACING_S = 20.0
+# Sources simulated per batch, so the progress bar moves while simulating.
+SIMULATION_BATCH = 5
+
+
+class Command(BaseCommand):
+    help = "Simulate COUNT mock CBC sources and upload their events as MDC events."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--count", type=int, default=10, help="number of simulated sources")
+        parser.add_argument("--rate", type=float, default=0.0,
+                            help="uploads per second (default: as fast as possible)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--pipelines", type=int, default=2,
+                            help=f"detections per source, 1 to {len(PIPELINES)} pipelines")
+        parser.add_argument("--start-gps", type=float, default=None,
+                            help="GPS time of the first source (default: now)")
+        parser.add_argument("--search", default="MDC", help="search of the uploads (default MDC)")
+
+    def handle(self, *args, count, rate, seed, pipelines, start_gps, search, **options):
+        if count < 1:
+            raise CommandError("--count must be at least 1", returncode=2)
+        if not 1 <= pipelines <= len(PIPELINES):
+            raise CommandError(f"--pipelines must be between 1 and {len(PIPELINES)}", returncode=2)
+        uploaded = []
+        with tqdm(total=count * pipelines, desc="replay", unit="event", disable=options["verbosity"] == 0) as bar:
+            for batch_start in range(0, count, SIMULATION_BATCH):
+                size = min(SIMULATION_BATCH, count - batch_start)
+                batch_gps = None if start_gps is None else start_gps + batch_start * SOURCE_SPACING_S
+                events = make_mock_events(size, seed=seed * 1000 + batch_start, start_gps=batch_gps,
+                                          spacing=SOURCE_SPACING_S, pipelines_per_source=pipelines)
+                for mock in events:
+                    started = time.monotonic()
+                    try:
+                        event = create_event(group="CBC", pipeline=mock.pipeline, search=search,
+                                             coinc=mock.coinc_xml, files=[(PSD_FILENAME, mock.psd_xml_gz)])
+                    except UploadError as error:
+                        raise CommandError(f"mock upload rejected: {error}") from None
+                    uploaded.append(event.graceid)
+                    bar.update(1)
+                    if rate > 0:
+                        time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+        self.stdout.write(f"uploaded {len(uploaded)} events: {', '.join(uploaded[:5])}"
+                          + (" ..." if len(uploaded) > 5 else ""))

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Bring up the whole orchestrator on this machine: database, web server,
+# worker cluster, and a replay of mock events. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+PORT=${PORT:-8000}
+REPLAY_COUNT=${REPLAY_COUNT:-10}
+
+$PY manage.py migrate --noinput
+DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_PASSWORD=admin DJANGO_SUPERUSER_EMAIL=admin@example.org \
+  $PY manage.py createsuperuser --noinput >/dev/null 2>&1 || true
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+$PY manage.py runserver "127.0.0.1:$PORT" --noreload > var/web.log 2>&1 &
+pids+=($!)
+$PY manage.py qcluster > var/worker.log 2>&1 &
+pids+=($!)
+sleep 3
+echo "Replaying $REPLAY_COUNT mock sources (MDC events) ..."
+$PY manage.py replay --count "$REPLAY_COUNT" --rate 2
+cat <<MSG
+
+The orchestrator is running:
+  admin      http://127.0.0.1:$PORT/admin/   (user admin, password admin)
+             superevents: http://127.0.0.1:$PORT/admin/alerts/superevent/
+  REST API   http://127.0.0.1:$PORT/api/superevents/
+  logs       var/web.log (web server), var/worker.log (django-q2 workers)
+Press Ctrl-C to stop.
+MSG
+wait
