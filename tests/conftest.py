@@ -9,6 +9,10 @@ import os
 import pytest
 from django.db import connection
 
+from alerts.science.simulation import PIPELINES, make_mock_events
+from tests.mock_data import (DUPLICATES_SEED, DUPLICATES_SOURCE_COUNT, MOCK_SEED, MOCK_SOURCE_COUNT,
+                             MOCK_START_GPS)
+
 
 @pytest.fixture(autouse=True)
 def isolated_orchestrator(settings, tmp_path):
@@ -39,3 +43,20 @@ def worker_env(tmp_path):
     env["ORCHESTRATOR_TASKS_INLINE"] = "0"
     env["DJANGO_SETTINGS_MODULE"] = "orchestrator_site.settings"
     return env
+
+
+@pytest.fixture(scope="session")
+def mock_events():
+    """Four single-pipeline mock CBC events, one per source, 100 s apart."""
+    return make_mock_events(MOCK_SOURCE_COUNT, MOCK_SEED, start_gps=MOCK_START_GPS)
+
+
+@pytest.fixture(scope="session")
+def mock_events_with_duplicates():
+    """Two sources, each reported by every mock pipeline within ~0.05 s."""
+    return make_mock_events(
+        DUPLICATES_SOURCE_COUNT,
+        DUPLICATES_SEED,
+        start_gps=MOCK_START_GPS,
+        pipelines_per_source=len(PIPELINES),
+    )

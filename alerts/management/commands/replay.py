@@ -6,6 +6,7 @@ does: the coinc.xml, then the psd.xml.gz.
 """
 import time
 
+import lal
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -37,11 +38,13 @@ class Command(BaseCommand):
             raise CommandError("--count must be at least 1", returncode=2)
         if not 1 <= pipelines <= len(PIPELINES):
             raise CommandError(f"--pipelines must be between 1 and {len(PIPELINES)}", returncode=2)
+        if start_gps is None:
+            start_gps = float(int(lal.GPSTimeNow()))
         uploaded = []
         with tqdm(total=count * pipelines, desc="replay", unit="event", disable=options["verbosity"] == 0) as bar:
             for batch_start in range(0, count, SIMULATION_BATCH):
                 size = min(SIMULATION_BATCH, count - batch_start)
-                batch_gps = None if start_gps is None else start_gps + batch_start * SOURCE_SPACING_S
+                batch_gps = start_gps + batch_start * SOURCE_SPACING_S
                 events = make_mock_events(size, seed=seed * 1000 + batch_start, start_gps=batch_gps,
                                           spacing=SOURCE_SPACING_S, pipelines_per_source=pipelines)
                 for mock in events:

@@ -1,0 +1,346 @@
+"""Read what a compact-binary (CBC) search pipeline uploads.
+
+A CBC pipeline describes a candidate with a LIGO-LW XML document
+(``coinc.xml``): one ``coinc_inspiral`` row for the network candidate and
+one ``sngl_inspiral`` row per detector trigger, tied together by the
+``coinc_event_map`` table.  The noise power spectral densities (PSDs) come
+in the same document or, more often, in a separate ``psd.xml.gz``.
+
+This module turns those bytes into plain Python values and turns every kind
+of malformed upload into one exception with a one-line reason, because the
+bytes come from outside and the caller must be able to log and reject them
+without a parser traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import xml.sax
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import lal
+import lal.series
+from igwn_ligolw import ligolw, lsctables
+from igwn_ligolw import utils as ligolw_utils
+from ligo.skymap.util import ilwd
+
+__all__ = (
+    "CoincError",
+    "CoincSummary",
+    "PsdError",
+    "chirp_mass",
+    "parse_coinc",
+    "parse_psd",
+)
+
+#: First two bytes of every gzip stream (RFC 1952).
+GZIP_MAGIC = b"\x1f\x8b"
+
+#: ``process_params`` options that pipelines use for the template
+#: low-frequency cutoff, spelled without leading dashes and with "-" for "_".
+#: ``f-low``: ligo.skymap tools (bayestar-realize-coincs); ``flow``/``fmin``:
+#: gstlal and MBTA; ``low-frequency-cutoff``: PyCBC.
+F_LOW_PARAM_NAMES = frozenset(
+    {"f-low", "flow", "f-min", "fmin", "low-frequency-cutoff"}
+)
+
+#: Name of the ``LIGO_LW`` element that carries one frequency series, as
+#: written by ``lal.series.make_psd_xmldoc``.
+FREQUENCY_SERIES_ELEMENT_NAME = "REAL8FrequencySeries"
+
+#: Exceptions that igwn-ligolw, expat and gzip raise for damaged input.
+#: igwn-ligolw reports foreign elements as ElementError and bad cell values
+#: as ValueError, TypeError or KeyError; expat reports syntax errors as
+#: SAXException.
+_PARSE_FAILURES = (
+    ligolw.ElementError,
+    xml.sax.SAXException,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    UnicodeError,
+    EOFError,
+    OSError,
+    zlib.error,
+)
+
+
+class CoincError(ValueError):
+    """A ``coinc.xml`` upload that cannot be used; the message says why."""
+
+
+class PsdError(ValueError):
+    """A ``psd.xml(.gz)`` upload that cannot be used; the message says why."""
+
+
+@ilwd.use_in
+class _ContentHandler(ligolw.LIGOLWContentHandler):
+    """Content handler that also reads legacy ``ilwd:char`` row IDs.
+
+    Uploads written before igwn-ligolw switched to integer IDs (e.g. gstlal
+    in O1-O3) still circulate; ligo.skymap's adapter converts them on the fly.
+    """
+
+
+@dataclass(frozen=True)
+class CoincSummary:
+    """What the orchestrator needs from one CBC candidate.
+
+    ``gpstime`` is the float network time; ``gps_seconds`` and
+    ``gps_nanoseconds`` hold it exactly (a float64 near 1e9 s resolves only
+    ~0.1 us).  ``far`` is in Hz.  ``instruments`` is sorted.
+    ``detector_snrs`` maps detector name to its trigger SNR.  Masses are in
+    solar masses (detector frame, as the template bank has them), spins are
+    dimensionless aligned components.  ``f_low`` (Hz) is None when the
+    pipeline did not record it; ``likelihood`` is the pipeline's ranking
+    statistic from ``coinc_event.likelihood`` or None.  ``has_psd`` tells
+    whether the document itself carries noise spectra.  ``program`` is the
+    name of the process that made the coincidence.
+    """
+
+    gpstime: float
+    gps_seconds: int
+    gps_nanoseconds: int
+    far: float
+    snr: float
+    instruments: tuple[str, ...]
+    detector_snrs: dict[str, float] = field(hash=False)
+    mass1: float
+    mass2: float
+    spin1z: float
+    spin2z: float
+    chirp_mass: float
+    f_low: float | None
+    likelihood: float | None
+    has_psd: bool
+    program: str | None
+
+    def as_dict(self) -> dict:
+        """Plain JSON-serializable values (lists instead of tuples)."""
+        values = asdict(self)
+        values["instruments"] = list(self.instruments)
+        return values
+
+
+def chirp_mass(mass1: float, mass2: float) -> float:
+    """The mass combination that sets the inspiral phase evolution."""
+    total = mass1 + mass2
+    return (mass1 * mass2) ** 0.6 / total**0.2
+
+
+def _cell(row, column: str):
+    """A row's value, or None when the document lacks that column."""
+    return getattr(row, column, None)
+
+
+def _load_document(data: bytes, error: type[ValueError], what: str):
+    """Parse (possibly gzipped) LIGO-LW bytes, raising ``error`` on failure."""
+    if not data:
+        raise error(f"{what} is empty")
+    if data[: len(GZIP_MAGIC)] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise error(f"{what} is not a valid gzip stream: {exc}") from exc
+        if not data:
+            raise error(f"{what} is empty after gzip decompression")
+    try:
+        xmldoc = ligolw_utils.load_fileobj(
+            io.BytesIO(data), compress=False, contenthandler=_ContentHandler
+        )
+        xmldoc.ensure_llw_at_toplevel()
+    except _PARSE_FAILURES as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(f"{what} is not a LIGO-LW XML document: {reason}") from exc
+    return xmldoc
+
+
+def _single_table(xmldoc, table_class, error: type[ValueError], what: str):
+    try:
+        return table_class.get_table(xmldoc)
+    except ValueError as exc:
+        raise error(f"{what} has no usable {table_class.tableName} table") from exc
+
+
+def _triggers_of(xmldoc, coinc_event_id, sngl_table):
+    """The sngl_inspiral rows that coinc_event_map ties to the candidate.
+
+    Documents without a map (rare, hand-made) are taken to hold only the
+    candidate's triggers.
+    """
+    try:
+        map_table = lsctables.CoincMapTable.get_table(xmldoc)
+    except ValueError:
+        return list(sngl_table)
+    event_ids = {
+        _cell(row, "event_id")
+        for row in map_table
+        if _cell(row, "coinc_event_id") == coinc_event_id
+        and _cell(row, "table_name") == lsctables.SnglInspiralTable.tableName
+    }
+    return [row for row in sngl_table if _cell(row, "event_id") in event_ids]
+
+
+def _f_low_from_process_params(xmldoc) -> float | None:
+    try:
+        params = lsctables.ProcessParamsTable.get_table(xmldoc)
+    except ValueError:
+        return None
+    for row in params:
+        name = (_cell(row, "param") or "").lstrip("-").replace("_", "-").lower()
+        if name not in F_LOW_PARAM_NAMES:
+            continue
+        try:
+            value = float(_cell(row, "value"))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return None
+
+
+def _program_of(xmldoc, process_id) -> str | None:
+    if process_id is None:
+        return None
+    try:
+        processes = lsctables.ProcessTable.get_table(xmldoc)
+    except ValueError:
+        return None
+    for row in processes:
+        if _cell(row, "process_id") == process_id:
+            return _cell(row, "program")
+    return None
+
+
+def _has_frequency_series(xmldoc) -> bool:
+    return any(
+        elem.hasAttribute("Name") and elem.Name == FREQUENCY_SERIES_ELEMENT_NAME
+        for elem in xmldoc.getElementsByTagName(ligolw.LIGO_LW.tagName)
+    )
+
+
+def _coinc_row_of(xmldoc, coinc_event_id):
+    if coinc_event_id is None:
+        return None
+    try:
+        coinc_table = lsctables.CoincTable.get_table(xmldoc)
+    except ValueError:
+        return None
+    for row in coinc_table:
+        if _cell(row, "coinc_event_id") == coinc_event_id:
+            return row
+    return None
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def parse_coinc(data: bytes) -> CoincSummary:
+    """Summarize a pipeline's ``coinc.xml`` upload (plain or gzip bytes).
+
+    Raises `CoincError` with a one-line reason for an empty file, corrupt
+    gzip, non-XML or non-LIGO-LW content, a missing ``coinc_inspiral``
+    table (or more than one candidate in it), a candidate without FAR or
+    time, or a candidate without usable ``sngl_inspiral`` triggers.  When a
+    pipeline leaves out the network SNR it is taken as the quadrature sum of
+    the trigger SNRs.
+    """
+    what = "coinc file"
+    xmldoc = _load_document(data, CoincError, what)
+    coinc_inspirals = _single_table(
+        xmldoc, lsctables.CoincInspiralTable, CoincError, what
+    )
+    if len(coinc_inspirals) != 1:
+        raise CoincError(
+            f"{what} must hold exactly one coinc_inspiral row, "
+            f"found {len(coinc_inspirals)}"
+        )
+    (coinc_inspiral,) = coinc_inspirals
+    far = _cell(coinc_inspiral, "combined_far")
+    if far is None:
+        raise CoincError(
+            f"{what} has no FAR (coinc_inspiral.combined_far missing or empty)"
+        )
+    end_time = _cell(coinc_inspiral, "end_time")
+    if end_time is None:
+        raise CoincError(
+            f"{what} has no time (coinc_inspiral.end_time missing or empty)"
+        )
+    end_time_ns = _cell(coinc_inspiral, "end_time_ns") or 0
+    end = lal.LIGOTimeGPS(int(end_time), int(end_time_ns))
+
+    sngl_table = _single_table(xmldoc, lsctables.SnglInspiralTable, CoincError, what)
+    coinc_event_id = _cell(coinc_inspiral, "coinc_event_id")
+    triggers = (
+        list(sngl_table)
+        if coinc_event_id is None
+        else _triggers_of(xmldoc, coinc_event_id, sngl_table)
+    )
+    if not triggers:
+        raise CoincError(f"{what} has no sngl_inspiral rows for its candidate")
+    detector_snrs = {_cell(row, "ifo"): _cell(row, "snr") for row in triggers}
+    if None in detector_snrs or None in detector_snrs.values():
+        raise CoincError(f"{what} has sngl_inspiral rows without ifo or snr")
+    detector_snrs = {ifo: float(snr) for ifo, snr in detector_snrs.items()}
+
+    # All detectors of a coincidence share one template; if a pipeline ever
+    # disagrees with itself, believe the loudest detector.
+    template = max(triggers, key=lambda row: row.snr)
+    mass1, mass2 = _cell(template, "mass1"), _cell(template, "mass2")
+    if mass1 is None or mass2 is None:
+        raise CoincError(f"{what} has no template masses in sngl_inspiral")
+    mass1, mass2 = float(mass1), float(mass2)
+
+    network_snr = _cell(coinc_inspiral, "snr")
+    if network_snr is None:
+        network_snr = math.sqrt(sum(snr**2 for snr in detector_snrs.values()))
+    instruments = coinc_inspiral.instruments if _cell(coinc_inspiral, "ifos") else None
+    coinc_row = _coinc_row_of(xmldoc, coinc_event_id)
+    return CoincSummary(
+        gpstime=float(end),
+        gps_seconds=int(end.gpsSeconds),
+        gps_nanoseconds=int(end.gpsNanoSeconds),
+        far=float(far),
+        snr=float(network_snr),
+        instruments=tuple(sorted(instruments or detector_snrs)),
+        detector_snrs=detector_snrs,
+        mass1=mass1,
+        mass2=mass2,
+        spin1z=float(_cell(template, "spin1z") or 0.0),
+        spin2z=float(_cell(template, "spin2z") or 0.0),
+        chirp_mass=chirp_mass(mass1, mass2),
+        f_low=_f_low_from_process_params(xmldoc),
+        likelihood=_optional_float(_cell(coinc_row, "likelihood")),
+        has_psd=_has_frequency_series(xmldoc),
+        program=_program_of(xmldoc, _cell(coinc_row, "process_id")),
+    )
+
+
+def parse_psd(data: bytes) -> dict[str, lal.REAL8FrequencySeries]:
+    """Read a ``psd.xml(.gz)`` upload into one noise spectrum per detector.
+
+    Uses ``lal.series.read_psd_xmldoc`` over the whole document, so both the
+    usual ``LIGO_LW Name="psd"`` layout and spectra embedded in a
+    ``coinc.xml`` are found.  Empty spectra (a detector that was off) are
+    left out.  Raises `PsdError` when nothing usable is found.
+    """
+    what = "PSD file"
+    xmldoc = _load_document(data, PsdError, what)
+    try:
+        spectra = lal.series.read_psd_xmldoc(xmldoc, root_name=None)
+    except _PARSE_FAILURES as exc:
+        raise PsdError(f"{what} holds a malformed frequency series: {exc}") from exc
+    spectra = {
+        instrument: series
+        for instrument, series in spectra.items()
+        if instrument and series is not None
+    }
+    if not spectra:
+        raise PsdError(f"{what} holds no per-detector noise spectrum")
+    return spectra
