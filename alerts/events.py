@@ -14,7 +14,7 @@ from django.db import transaction
 from alerts import handlers
 from alerts.models import Category, Event, Rejection
 from alerts.science.coinc import CoincError, PsdError, parse_coinc, parse_psd
-from alerts.store import add_file, add_label, log
+from alerts.store import add_file, add_label, file_added_message, pending_log, save_file_version, write_logs
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ GRACEID_PREFIX = {Category.PRODUCTION: "G", Category.MDC: "M", Category.TEST: "T
 # Local IDs start here so they read like GraceDB's (G330000 ...).
 GRACEID_OFFSET = 330000
 REJECTION_EXCERPT_CHARS = 500
+# File.name's max_length.
+MAX_FILE_NAME_CHARS = 128
 # Tags given to files by name when the uploader gives none.
 DEFAULT_TAGS = {PSD_FILENAME: ["psd"], RANKING_DATA_FILENAME: ["p_astro"], COINC_FILENAME: ["coinc"]}
 
@@ -72,8 +74,17 @@ def attributes_from_coinc(summary):
             "instruments": list(summary.instruments), "extra_attributes": extra}
 
 
+def validate_file_name(name):
+    """A stored file's name is a plain name: its URL is .../files/<name>,<version>."""
+    if (not isinstance(name, str) or not name or len(name) > MAX_FILE_NAME_CHARS or name in {".", ".."}
+            or any(char in name for char in "/\\,") or not name.isprintable()):
+        raise UploadError(f"filename {name!r} must be a plain file name "
+                          f"(no '/', '\\' or ',', at most {MAX_FILE_NAME_CHARS} characters)")
+
+
 def validate_file(name, data):
     """Check files whose format the orchestrator relies on."""
+    validate_file_name(name)
     try:
         if name == PSD_FILENAME:
             parse_psd(data)
@@ -114,10 +125,17 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
         )
         event.graceid = graceid or f"{GRACEID_PREFIX[category]}{GRACEID_OFFSET + event.pk}"
         event.save(update_fields=["graceid"])
-        log(event, f"Event uploaded by {pipeline} ({group}, {search})" + (" [offline]" if offline else ""))
+        logs = [pending_log(event, f"Event uploaded by {pipeline} ({group}, {search})"
+                                   + (" [offline]" if offline else ""))]
         handlers.dispatch(handlers.EVENT_CREATED, event.pk)
         if coinc is not None:
-            add_file(event, COINC_FILENAME, coinc, tags=DEFAULT_TAGS[COINC_FILENAME], announce=False)
+            # What add_file(..., announce=False) stores, without its lock and
+            # version query: nobody sees the new event before this
+            # transaction commits, so its coinc.xml is version 1.
+            tags = DEFAULT_TAGS[COINC_FILENAME]
+            stored = save_file_version(event, COINC_FILENAME, coinc, 1, tags=tags)
+            logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
+        write_logs(logs)  # one INSERT
         for name, data in files:
             add_file(event, name, data, tags=DEFAULT_TAGS.get(name, []))
         for label in labels:

@@ -19,6 +19,8 @@ from alerts.models import Category, Event, Superevent
 from alerts.store import add_label, log, remove_label
 
 SUPEREVENT_UID = re.compile(r"^(S|MS|TS)\d{6}[a-z]+$")
+# The label names the API accepts (alerts.api.serializers.LabelSerializer).
+LABEL_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 EVENT_ALERT_TYPES = {"new", "update", "label_added", "label_removed", "log"}
 SUPEREVENT_ALERT_TYPES = EVENT_ALERT_TYPES | {"event_added"}
 GROUP_NAMES = {"cbc": "CBC", "burst": "Burst"}
@@ -88,6 +90,8 @@ def apply_common(owner, uid, alert_type, data):
         name = data.get("name")
         if not name:
             raise MessageError(f"{uid}: {alert_type} message without a label name")
+        if not isinstance(name, str) or not LABEL_NAME.match(name):
+            raise MessageError(f"{uid}: label name must be 1-32 letters, digits or underscores, got {name!r}")
         if alert_type == "label_added":
             return f"{uid}: label {name} " + ("added" if add_label(owner, name, creator="igwn-alert") else "already present")
         return f"{uid}: label {name} " + ("removed" if remove_label(owner, name) else "was not present")
@@ -133,9 +137,17 @@ def snr_of(obj):
 def update_event(event, obj):
     changed = []
     for field in ("far", "gpstime"):
-        if field in obj and obj[field] is not None and float(obj[field]) != getattr(event, field):
+        if field not in obj or obj[field] is None:
+            continue
+        try:
+            value = float(obj[field])
+        except (TypeError, ValueError):
+            raise MessageError(f"{event.graceid}: {field} must be a number, got {obj[field]!r}") from None
+        if field == "far" and value < 0:
+            raise MessageError(f"{event.graceid}: FAR must not be negative, got {value}")
+        if value != getattr(event, field):
             changed.append(f"{field} {getattr(event, field)} -> {obj[field]}")
-            setattr(event, field, float(obj[field]))
+            setattr(event, field, value)
     if "offline" in obj and bool(obj["offline"]) != event.offline:
         changed.append(f"offline {event.offline} -> {bool(obj['offline'])}")
         event.offline = bool(obj["offline"])
@@ -159,6 +171,9 @@ def apply_log(owner, uid, data):
     """A log entry; a file announcement stores the file if it is available locally."""
     filename = data.get("filename") or ""
     comment = data.get("comment") or ""
+    if filename and (not isinstance(filename, str) or Path(filename).name != filename
+                     or filename in {".", ".."}):
+        raise MessageError(f"{uid}: announced file name must be a plain file name, got {filename!r}")
     key = f"log:{data.get('N', '')}:{filename}:{data.get('file_version', '')}:{comment}"[:128]
     if owner.logs.filter(external_key=key).exists():
         return f"{uid}: log already recorded (repeated message)"

@@ -229,6 +229,10 @@ class Notice(models.Model):
         RETRACTION = "RETRACTION", "Retraction"
 
     superevent = models.ForeignKey(Superevent, on_delete=models.CASCADE, related_name="notices")
+    # Why the notice exists (e.g. 'preliminary-1', 'initial', 'update-3',
+    # 'retraction'): at most one notice per reason and superevent, which is
+    # what makes issuing a notice idempotent (alerts.delivery.issue_notice).
+    reason = models.CharField(max_length=64)
     alert_type = models.CharField(max_length=16, choices=AlertType.choices)
     serial = models.PositiveIntegerField()
     identity = models.CharField(max_length=128, unique=True)
@@ -239,6 +243,7 @@ class Notice(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["superevent", "serial"], name="one_notice_per_serial"),
+            models.UniqueConstraint(fields=["superevent", "reason"], name="one_notice_per_reason"),
         ]
         ordering = ["superevent", "serial"]
 
@@ -259,10 +264,17 @@ class NoticePayload(models.Model):
 
 
 class NoticeDelivery(models.Model):
-    """Delivery of one notice payload to one destination, with its attempts."""
+    """Delivery of one notice payload to one destination, with its attempts.
+
+    A worker claims a delivery (status 'sending', ``claimed_at``,
+    ``claim_token``) before sending it, so two workers never send it both; a
+    claim older than the claim timeout belongs to a worker that died and may
+    be taken over (see alerts.delivery).
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
 
@@ -273,6 +285,9 @@ class NoticeDelivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Who holds the claim: "host:pid:random", one per deliver() run.
+    claim_token = models.CharField(max_length=128, blank=True, default="")
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -347,3 +362,19 @@ class Rejection(models.Model):
 
     def __str__(self):
         return f"{self.source}: {self.reason[:80]}"
+
+
+class SkymapSummary(models.Model):
+    """Numbers of a sky map that the dashboard, circulars and the API quote.
+
+    Computed with ligo.skymap's postprocessing when the sky map is stored.
+    """
+
+    file = models.OneToOneField(File, on_delete=models.CASCADE, related_name="skymap_summary")
+    area_50_deg2 = models.FloatField()
+    area_90_deg2 = models.FloatField()
+    distance_mean_mpc = models.FloatField(null=True, blank=True)
+    distance_std_mpc = models.FloatField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.file}: 90% area {self.area_90_deg2:.0f} deg2"

@@ -99,8 +99,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not memory, so that worker processes started by the tests
-    # share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # share the test database; one per test run, so runs never collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = []
@@ -114,6 +116,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
+# Notices written by the outbox transport (ORCHESTRATOR["NOTICE_DESTINATIONS"]).
+OUTBOX_DIR = Path(os.environ.get("ORCHESTRATOR_OUTBOX_DIR", VAR_DIR / "outbox"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
 
@@ -215,9 +219,89 @@ ORCHESTRATOR = {
     "SEARCHES": ["AllSky", "EarlyWarning", "BBH", "SSM", "MDC"],
     # Low-frequency cutoff for BAYESTAR when the upload does not say (Hz).
     "DEFAULT_F_LOW_HZ": 30.0,
+    # p_astro: pipelines whose ranking_data.xml.gz upload triggers it (the
+    # seed's gstlal flow), and pipelines that upload a p_astro.json of their
+    # own (validated and used as is); for any other CBC pipeline it is
+    # computed as soon as the event arrives.
+    "PASTRO_FROM_RANKING_DATA": ["gstlal"],
+    "PIPELINES_WITH_OWN_PASTRO": [],
+    # Transient failures (I/O, memory) of an annotation step are retried.
+    "ANNOTATION_RETRY": {"max_attempts": 3, "delay_s": 5.0},
     # Public base URL used in file URLs and notices.
     "BASE_URL": os.environ.get("ORCHESTRATOR_BASE_URL", "http://127.0.0.1:8000"),
     # IGWN Alert ingestion: where files announced by log messages are looked
     # up locally (<dir>/<uid>/<filename>), since nothing is downloaded here.
     "INGEST_FILES_DIR": os.environ.get("ORCHESTRATOR_INGEST_FILES_DIR", ""),
+    # --- Preliminary alerts (alerts.orchestrator) ---
+    # Vet every new superevent and send its preliminary alert without human
+    # action; off, new superevents are left alone.
+    "PRELIMINARY_ALERTS": env_bool("ORCHESTRATOR_PRELIMINARY_ALERTS", True),
+    # Before its products are used, the preferred event's annotations
+    # (COMPLETE_ANNOTATIONS) are awaited: re-checked every ANNOTATION_POLL_S
+    # seconds for at most ANNOTATION_MAX_WAIT_S, after which the alert goes
+    # out with what exists and the log says what was missing.
+    "ANNOTATION_MAX_WAIT_S": env_float("ORCHESTRATOR_ANNOTATION_MAX_WAIT_S", 120.0),
+    "ANNOTATION_POLL_S": env_float("ORCHESTRATOR_ANNOTATION_POLL_S", 2.0),
+    # Seconds after the first preliminary pass at which the preferred event
+    # is re-selected and frozen and a second preliminary may go out (GWCelery
+    # uses 270 s, its superevent_clean_up_timeout). SECOND_PRELIMINARY off
+    # skips that pass altogether. Tasks run inline cannot wait, so inline
+    # there is no clean-up pass.
+    "PRELIMINARY_CLEANUP_DELAY_S": env_float("ORCHESTRATOR_PRELIMINARY_CLEANUP_DELAY_S", 270.0),
+    "SECOND_PRELIMINARY": env_bool("ORCHESTRATOR_SECOND_PRELIMINARY", True),
+    # Searches judged against another search's significant threshold by the
+    # orchestrator (mock-data challenge events replay the all-sky search);
+    # their less-significant alerts stay as LESS_SIGNIFICANT_FAR says.
+    "SIGNIFICANT_SEARCH_ALIASES": {"MDC": "AllSky"},
+    # Tags of the preferred event's files copied to the superevent for a
+    # preliminary alert (sky maps, source properties, p_astro and their plots).
+    "PRELIMINARY_PRODUCT_TAGS": ["sky_loc", "em_bright", "p_astro"],
+    # Detector state-vector check (alerts.detchar_task): GWF frames found by
+    # this glob with a {detector} placeholder, e.g. /data/{detector}/*.gwf.
+    # Empty: no frames configured, the check is skipped (unknown, not a veto).
+    "DETCHAR_FRAME_GLOB": os.environ.get("ORCHESTRATOR_DETCHAR_FRAME_GLOB", ""),
+    # Seconds checked (before t_start, after t_end), per group; a lower-case
+    # pipeline name as key overrides its group.
+    "DETCHAR_PAD_S": {"CBC": (2.0, 2.0), "Burst": (1.5, 1.5)},
+    # GCN Circular drafts (alerts.circulars): file tags and the user guide
+    # the circular points readers to.
+    "CIRCULAR": {
+        "tags": ["em_follow"],
+        "user_guide_url": os.environ.get("ORCHESTRATOR_USER_GUIDE_URL", "https://emfollow.docs.ligo.org/userguide/"),
+    },
+    # Where notices are sent (alerts.delivery / alerts.transports), several at
+    # once: each destination gets every format it lists (json, avro, voevent).
+    "NOTICE_DESTINATIONS": [
+        # Files <directory>/<superevent>/<identity>.<json|avro|xml>; without
+        # "directory", OUTBOX_DIR (read when sending).
+        {"name": "outbox", "transport": "outbox", "formats": ["json", "avro", "voevent"]},
+    ] + ([
+        # Kafka (confluent-kafka), on when ORCHESTRATOR_KAFKA_SERVERS is set.
+        # Message key = notice identity; headers identity, format, serial.
+        # "topics" may map a format to its own topic (default: "topic").
+        {"name": "kafka", "transport": "kafka",
+         "formats": os.environ.get("ORCHESTRATOR_KAFKA_FORMATS", "json").split(","),
+         "bootstrap_servers": os.environ["ORCHESTRATOR_KAFKA_SERVERS"],
+         "topic": os.environ.get("ORCHESTRATOR_KAFKA_TOPIC", "igwn.gwalert"),
+         # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL_SSL when a user is set.
+         "security_protocol": os.environ.get(
+             "ORCHESTRATOR_KAFKA_SECURITY_PROTOCOL",
+             "SASL_SSL" if os.environ.get("ORCHESTRATOR_KAFKA_USERNAME") else "PLAINTEXT"),
+         "sasl_mechanism": os.environ.get("ORCHESTRATOR_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+         "sasl_username": os.environ.get("ORCHESTRATOR_KAFKA_USERNAME", ""),
+         "sasl_password": os.environ.get("ORCHESTRATOR_KAFKA_PASSWORD", ""),
+         # How long one send waits for the broker's acknowledgement (seconds).
+         "timeout_s": env_float("ORCHESTRATOR_KAFKA_TIMEOUT_S", 10.0)},
+    ] if os.environ.get("ORCHESTRATOR_KAFKA_SERVERS") else []),
+    # Failed deliveries are retried after initial_s * factor**(attempt - 1)
+    # seconds (at most max_delay_s) and marked failed after max_attempts. A
+    # worker's claim on a delivery older than claim_timeout_s (well above any
+    # transport timeout) is taken to belong to a dead worker and is taken over.
+    "DELIVERY_RETRY": {
+        "initial_s": env_float("ORCHESTRATOR_DELIVERY_RETRY_INITIAL_S", 2.0),
+        "factor": 2.0,
+        "max_delay_s": 300.0,
+        "max_attempts": int(env_float("ORCHESTRATOR_DELIVERY_MAX_ATTEMPTS", 8)),
+        "claim_timeout_s": env_float("ORCHESTRATOR_DELIVERY_CLAIM_TIMEOUT_S", 60.0),
+    },
 }

@@ -16,9 +16,17 @@ from tests.mock_data import (DUPLICATES_SEED, DUPLICATES_SOURCE_COUNT, MOCK_SEED
 
 @pytest.fixture(autouse=True)
 def isolated_orchestrator(settings, tmp_path):
-    """Inline tasks and a private media folder for every test."""
+    """Inline tasks, a private media folder and a private notice outbox for
+    every test. Automatic preliminary alerts are off unless a test turns
+    them on (``PRELIMINARY_ALERTS``): inline, they would run the moment a
+    superevent is created."""
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "TASKS_INLINE": True, "INGEST_FILES_DIR": ""}
+    settings.ORCHESTRATOR = {
+        **settings.ORCHESTRATOR, "TASKS_INLINE": True, "INGEST_FILES_DIR": "", "DETCHAR_FRAME_GLOB": "",
+        "PRELIMINARY_ALERTS": False,
+        "NOTICE_DESTINATIONS": [{"name": "outbox", "transport": "outbox", "formats": ["json", "avro", "voevent"],
+                                 "directory": str(tmp_path / "outbox")}],
+    }
     yield settings.ORCHESTRATOR
 
 

@@ -66,7 +66,7 @@ def test_event_above_far_threshold_forms_no_superevent_and_says_why():
     event = make_event(far=1e-3)
     assert refreshed(event).superevent is None
     assert Superevent.objects.count() == 0
-    assert "above the superevent threshold" in event.logs.last().message
+    assert event.logs.filter(message__contains="above the superevent threshold").exists()
 
 
 def test_repeated_manager_task_changes_nothing():
@@ -84,7 +84,7 @@ def test_lock_label_freezes_preferred_event():
     make_event(gpstime=T0 + 0.2, snr=30)
     superevent.refresh_from_db()
     assert superevent.preferred_event_id == first.pk
-    assert "superevent is locked" in superevent.logs.last().message
+    assert superevent.logs.filter(message__contains="superevent is locked").exists()
 
 
 def test_completed_annotations_make_an_event_preferred():

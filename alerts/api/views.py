@@ -11,7 +11,7 @@ from alerts.api.serializers import (EventSerializer, EventUploadSerializer, File
                                     FileUploadSerializer, LabelSerializer, LogSerializer,
                                     SupereventSerializer)
 from alerts.events import (PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, add_event_file,
-                           create_event, reject)
+                           create_event, reject, validate_file_name)
 from alerts.models import Event, File, Superevent
 
 API_SOURCE = "api"
@@ -58,6 +58,8 @@ class EventList(generics.ListAPIView):
                                  coinc=coinc, attributes=attributes, files=files)
         except UploadError as error:
             return bad_request(str(error), coinc or b"")
+        # The manager may have grouped it already (inline tasks, a fast worker).
+        event.refresh_from_db()
         return Response(EventSerializer(event).data, status=status.HTTP_201_CREATED)
 
 
@@ -111,6 +113,7 @@ class FileList(OwnerMixin, APIView):
                 stored = add_event_file(owner, name, data, tags=tags,
                                         message=form.validated_data.get("comment") or None)
             else:
+                validate_file_name(name)
                 stored = store.add_file(owner, name, data, tags=tags or [],
                                         message=form.validated_data.get("comment") or None)
         except UploadError as error:

@@ -1,0 +1,288 @@
+"""CBC annotations: the seed's ``handle_cbc_event``.
+
+Thin tasks that wire the pure science (``alerts.science.localization``,
+``em_bright``, ``pastro``, ``plots``) to the store. Each product is a
+versioned file with tags, a log entry, a READY label and a step-run record.
+The three products are independent tasks, so the source classification and
+p_astro never wait for BAYESTAR; plots run after the READY label, off the
+alert path.
+
+Triggers:
+- sky map: ``psd.xml.gz`` added to a CBC event (or a coinc.xml that already
+  carries PSDs); Burst events bring their own ``<pipeline>.multiorder.fits``,
+  which is summarised and plotted the same way;
+- source classification: the new CBC event (template masses, spins, SNR);
+- p_astro: ``ranking_data.xml.gz`` added for the pipelines that upload one
+  (the seed), the new event for the others; a ``<pipeline>.p_astro.json``
+  uploaded by the pipeline is validated and used as is.
+
+A bad input (PSD, coinc tables, unusable detector) fails the step with its
+reason and leaves the event's other products alone; only transient failures
+(OSError, MemoryError) are retried, with a delay.
+"""
+import json
+import logging
+
+from django.conf import settings
+
+from alerts import handlers, workers
+from alerts.handlers import handles
+from alerts.models import Event, File, SkymapSummary
+from alerts.science import em_bright, localization, pastro, plots
+from alerts.steps import StepSkipped, record_step
+from alerts.store import add_file, add_label, latest_file, log
+
+logger = logging.getLogger(__name__)
+
+COINC = "coinc.xml"
+PSD = "psd.xml.gz"
+RANKING_DATA = "ranking_data.xml.gz"
+EM_BRIGHT = "em_bright.json"
+MULTIORDER_SUFFIX = ".multiorder.fits"
+SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = "SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"
+TRANSIENT_ERRORS = (OSError, MemoryError)
+
+
+def policy():
+    return settings.ORCHESTRATOR
+
+
+def pastro_filename(pipeline):
+    return f"{pipeline}.p_astro.json"
+
+
+def retry_later(path, args, attempt, error):
+    """Re-queue a step after a transient failure, up to the configured attempts."""
+    retry = policy()["ANNOTATION_RETRY"]
+    if attempt >= retry["max_attempts"]:
+        return False
+    workers.enqueue(path, *args, attempt + 1, delay_s=retry["delay_s"] * attempt)
+    logger.warning("%s%s failed (%s); retry %d queued", path, args, error, attempt + 1)
+    return True
+
+
+def run_product_step(step, event, path, args, attempt, body):
+    """Run ``body`` as a recorded step; transient errors are retried, the
+    rest fail the step with their reason and are logged on the event."""
+    with record_step(step, event=event, reraise=False) as run:
+        run.attempt = attempt
+        run.save(update_fields=["attempt"])
+        try:
+            body()
+        except TRANSIENT_ERRORS as error:
+            if retry_later(path, args, attempt, error):
+                raise StepSkipped(f"transient failure, retrying: {error}") from None
+            log(event, f"{step} failed after {attempt} attempts: {error}", tags=["annotation"])
+            raise
+        except ValueError as error:  # the science modules' errors are ValueErrors
+            log(event, f"{step} failed: {error}", tags=["annotation"])
+            raise
+
+
+# --- sky localization ---------------------------------------------------------
+
+@handles(handlers.EVENT_CREATED)
+def localize_if_coinc_has_psd(event_pk):
+    event = Event.objects.get(pk=event_pk)
+    if event.group == "CBC" and event.extra_attributes.get("has_psd"):
+        localize_event(event_pk)
+
+
+def localize_event(event_pk, disabled_detectors=(), attempt=1):
+    """BAYESTAR for the event's coinc.xml and PSD; stores the sky maps."""
+    event = Event.objects.get(pk=event_pk)
+    disabled = tuple(disabled_detectors)
+
+    def body():
+        coinc = latest_file(event, COINC)
+        if coinc is None:
+            raise localization.LocalizationError("the event has no coinc.xml")
+        psd = latest_file(event, PSD)
+        products = localization.localize(
+            coinc.read(), None if psd is None else psd.read(),
+            f_low=event.extra_attributes.get("f_low"), default_f_low=policy()["DEFAULT_F_LOW_HZ"],
+            disabled_detectors=disabled, objid=event.graceid, url=event_url(event))
+        note = f" without {', '.join(disabled)}" if disabled else ""
+        stored = store_skymap(event, localization.MULTIORDER_FILENAME, products.multiorder_fits,
+                              products.summary, f"BAYESTAR sky map{note} ({', '.join(products.instruments)}, "
+                              f"f_low {products.f_low:g} Hz, {products.bayestar_seconds:.1f} s)")
+        add_file(event, localization.FLAT_FILENAME, products.flat_fits_gz, tags=["sky_loc"],
+                 message=f"Flattened BAYESTAR sky map{note}", announce=False)
+        add_label(event, SKYMAP_READY)
+        workers.enqueue("alerts.annotations.plot_skymap", event_pk, stored.pk)
+
+    run_product_step("bayestar", event, "alerts.annotations.localize_event", (event_pk, list(disabled)),
+                     attempt, body)
+
+
+def relocalize(event, disabled_detectors):
+    """A new sky map version with chosen detectors left out (an advocate's call)."""
+    if not disabled_detectors:
+        raise ValueError("name at least one detector to disable")
+    unknown = sorted(set(disabled_detectors) - set(event.instrument_list))
+    if unknown:
+        raise ValueError(f"{event.graceid} has no {', '.join(unknown)} trigger "
+                         f"(instruments: {', '.join(event.instrument_list)})")
+    log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=["sky_loc"])
+    workers.enqueue("alerts.annotations.localize_event", event.pk, sorted(disabled_detectors))
+
+
+def store_skymap(event, name, fits_bytes, summary, message):
+    stored = add_file(event, name, fits_bytes, tags=["sky_loc", "public"], message=message, announce=False)
+    SkymapSummary.objects.create(file=stored, area_50_deg2=summary.area_50_deg2,
+                                 area_90_deg2=summary.area_90_deg2,
+                                 distance_mean_mpc=summary.distance_mean_mpc,
+                                 distance_std_mpc=summary.distance_std_mpc)
+    distance = ("" if summary.distance_mean_mpc is None else
+                f", distance {summary.distance_mean_mpc:.0f} +/- {summary.distance_std_mpc:.0f} Mpc")
+    log(event, f"{name}: 50% area {summary.area_50_deg2:.0f} deg2, 90% area "
+               f"{summary.area_90_deg2:.0f} deg2{distance}", file=stored, tags=["sky_loc"])
+    return stored
+
+
+def plot_skymap(event_pk, file_pk):
+    """All-sky Mollweide PNG with the 90% contour (after SKYMAP_READY)."""
+    event = Event.objects.get(pk=event_pk)
+    skymap = File.objects.get(pk=file_pk)
+    with record_step("skymap_plot", event=event, reraise=False):
+        png = plots.plot_allsky(skymap.read())
+        add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=["sky_loc"],
+                 message=f"Mollweide projection of {skymap.filename}", announce=False)
+
+
+def accept_pipeline_skymap(event, stored):
+    """A Burst pipeline's own multi-order sky map: summarise, plot, SKYMAP_READY."""
+    def body():
+        data = stored.read()
+        summary = localization.summarize_skymap(data)
+        SkymapSummary.objects.update_or_create(file=stored, defaults=dict(
+            area_50_deg2=summary.area_50_deg2, area_90_deg2=summary.area_90_deg2,
+            distance_mean_mpc=summary.distance_mean_mpc, distance_std_mpc=summary.distance_std_mpc))
+        log(event, f"{stored.filename}: 50% area {summary.area_50_deg2:.0f} deg2, 90% area "
+                   f"{summary.area_90_deg2:.0f} deg2", file=stored, tags=["sky_loc"])
+        if "sky_loc" not in stored.tags:
+            stored.tags = sorted(set(stored.tags) | {"sky_loc", "public"})
+            stored.save(update_fields=["tags"])
+        add_label(event, SKYMAP_READY)
+        workers.enqueue("alerts.annotations.plot_skymap", event.pk, stored.pk)
+
+    run_product_step("pipeline_skymap", event, "alerts.annotations.accept_pipeline_skymap_task",
+                     (event.pk, stored.pk), 1, body)
+
+
+def accept_pipeline_skymap_task(event_pk, file_pk, attempt=1):
+    accept_pipeline_skymap(Event.objects.get(pk=event_pk), File.objects.get(pk=file_pk))
+
+
+# --- source classification -------------------------------------------------------
+
+@handles(handlers.EVENT_CREATED)
+def classify_source(event_pk, attempt=1):
+    """HasNS / HasRemnant / HasMassGap from the template (em_bright.json)."""
+    event = Event.objects.get(pk=event_pk)
+    if event.group != "CBC":
+        return
+
+    def body():
+        template = template_of(event)
+        data = em_bright.em_bright_json(template["mass1"], template["mass2"], template["spin1z"],
+                                        template["spin2z"], event.snr)
+        add_file(event, EM_BRIGHT, data, tags=["em_bright", "public"],
+                 message=f"Source properties: {format_probabilities(json.loads(data))}", announce=False)
+        add_label(event, EMBRIGHT_READY)
+        workers.enqueue("alerts.annotations.plot_probabilities", event_pk, EM_BRIGHT, "Source properties")
+
+    run_product_step("em_bright", event, "alerts.annotations.classify_source", (event_pk,), attempt, body)
+
+
+def template_of(event):
+    extra = event.extra_attributes
+    missing = [key for key in ("mass1", "mass2") if extra.get(key) is None]
+    if missing or event.snr is None:
+        raise ValueError(f"{event.graceid} lacks template {', '.join(missing) or 'SNR'}")
+    return {"mass1": extra["mass1"], "mass2": extra["mass2"],
+            "spin1z": extra.get("spin1z") or 0.0, "spin2z": extra.get("spin2z") or 0.0}
+
+
+# --- p_astro -------------------------------------------------------------------------
+
+@handles(handlers.EVENT_CREATED)
+def pastro_for_new_event(event_pk):
+    """Pipelines without ranking data or a p_astro of their own: compute now."""
+    event = Event.objects.get(pk=event_pk)
+    if event.group != "CBC":
+        return
+    pipeline = event.pipeline
+    if pipeline in policy()["PASTRO_FROM_RANKING_DATA"] or pipeline in policy()["PIPELINES_WITH_OWN_PASTRO"]:
+        return
+    compute_pastro(event_pk)
+
+
+def compute_pastro(event_pk, attempt=1):
+    event = Event.objects.get(pk=event_pk)
+
+    def body():
+        template = template_of(event)
+        probabilities = pastro.compute_p_astro(event.far, event.snr, event.pipeline, event.instrument_list,
+                                               template["mass1"], template["mass2"])
+        name = pastro_filename(event.pipeline)
+        add_file(event, name, json.dumps(probabilities, sort_keys=True).encode(), tags=["p_astro", "public"],
+                 message=f"p_astro: {format_probabilities(probabilities)}", announce=False)
+        add_label(event, PASTRO_READY)
+        workers.enqueue("alerts.annotations.plot_probabilities", event_pk, name, "p_astro")
+
+    run_product_step("p_astro", event, "alerts.annotations.compute_pastro", (event_pk,), attempt, body)
+
+
+def accept_pipeline_pastro(event, stored):
+    """A pipeline's own p_astro.json: validated, then used as is."""
+    def body():
+        probabilities = pastro.validate_p_astro_json(stored.read())
+        stored.tags = sorted(set(stored.tags) | {"p_astro", "public"})
+        stored.save(update_fields=["tags"])
+        log(event, f"{stored.filename} from {event.pipeline}: {format_probabilities(probabilities)}",
+            file=stored, tags=["p_astro"])
+        add_label(event, PASTRO_READY)
+        workers.enqueue("alerts.annotations.plot_probabilities", event.pk, stored.name, "p_astro")
+
+    run_product_step("pipeline_p_astro", event, "alerts.annotations.accept_pipeline_pastro_task",
+                     (event.pk, stored.pk), 1, body)
+
+
+def accept_pipeline_pastro_task(event_pk, file_pk, attempt=1):
+    accept_pipeline_pastro(Event.objects.get(pk=event_pk), File.objects.get(pk=file_pk))
+
+
+def plot_probabilities(event_pk, name, title):
+    """Bar chart PNG next to a probabilities JSON file."""
+    event = Event.objects.get(pk=event_pk)
+    with record_step("probability_plot", event=event, reraise=False):
+        source = latest_file(event, name)
+        png = plots.plot_bars(json.loads(source.read()), title)
+        add_file(event, name.removesuffix(".json") + ".png", png, tags=source.tags,
+                 message=f"Bar chart of {source.filename}", announce=False)
+
+
+def format_probabilities(probabilities):
+    return ", ".join(f"{key} {value:.0%}" for key, value in probabilities.items())
+
+
+# --- uploads ---------------------------------------------------------------------------
+
+@handles(handlers.EVENT_FILE_ADDED)
+def on_event_file(event_pk, file_pk):
+    """Which annotation a pipeline's upload triggers, by file name."""
+    event = Event.objects.get(pk=event_pk)
+    stored = File.objects.get(pk=file_pk)
+    if event.group == "CBC" and stored.name == PSD:
+        localize_event(event_pk)
+    elif event.group == "CBC" and stored.name == RANKING_DATA:
+        compute_pastro(event_pk)
+    elif stored.name.endswith(".p_astro.json"):
+        accept_pipeline_pastro(event, stored)
+    elif stored.name.endswith(MULTIORDER_SUFFIX) and event.group == "Burst":
+        accept_pipeline_skymap(event, stored)
+
+
+def event_url(event):
+    return f"{policy()['BASE_URL']}/api/events/{event.graceid}/"

@@ -1,0 +1,36 @@
+"""Re-run BAYESTAR for an event, optionally without chosen detectors."""
+from django.core.management.base import BaseCommand, CommandError
+
+from alerts import workers
+from alerts.annotations import localize_event, relocalize
+from alerts.models import Event
+
+BAD_INPUT_STATUS = 2
+
+
+class Command(BaseCommand):
+    help = ("Make a new version of an event's BAYESTAR sky map, e.g. without a detector whose data "
+            "the advocates distrust: localize G330001 --disable-detector V1")
+
+    def add_arguments(self, parser):
+        parser.add_argument("graceid")
+        parser.add_argument("--disable-detector", action="append", default=[], metavar="IFO",
+                            help="leave this detector out (repeatable)")
+        parser.add_argument("--now", action="store_true",
+                            help="run here and now instead of queueing it for the workers")
+
+    def handle(self, *args, graceid, disable_detector, now, **options):
+        event = Event.objects.filter(graceid=graceid).first()
+        if event is None:
+            raise CommandError(f"no event {graceid}", returncode=BAD_INPUT_STATUS)
+        if now:
+            localize_event(event.pk, sorted(disable_detector))
+            return f"{graceid}: sky map done (see its log)"
+        try:
+            if disable_detector:
+                relocalize(event, disable_detector)
+            else:
+                workers.enqueue("alerts.annotations.localize_event", event.pk, [])
+        except ValueError as error:
+            raise CommandError(str(error), returncode=BAD_INPUT_STATUS) from None
+        return f"{graceid}: re-localization queued"

@@ -1,0 +1,145 @@
+"""The data products that alerts and circulars quote, read from the store.
+
+Which file of an event or superevent is its sky map, its source properties
+(``em_bright.json``) or its classification (``<pipeline>.p_astro.json``), the
+sky map's summary numbers, and the public URLs of files and superevents.
+Names follow the annotation contract: CBC events carry
+``bayestar.multiorder.fits`` (and the flattened ``bayestar.fits.gz``), Burst
+events their pipeline's ``<pipeline>.multiorder.fits``.
+
+Everything here reads; nothing writes. Unreadable products give None (and a
+warning in the worker log), never an exception, so that an alert can still go
+out with what exists.
+"""
+import json
+import logging
+
+from django.conf import settings
+from django.urls import reverse
+
+from alerts import models
+from alerts.models import File
+from alerts.science.notices import CLASSIFICATION_NAMES, PROPERTY_NAMES
+from alerts.store import owner_kwargs
+
+logger = logging.getLogger(__name__)
+
+SKY_LOC_TAG = "sky_loc"
+MULTIORDER_SUFFIX = ".multiorder.fits"
+FLAT_SUFFIX = ".fits.gz"
+EM_BRIGHT_FILENAME = "em_bright.json"
+P_ASTRO_SUFFIX = ".p_astro.json"
+PNG_SUFFIX = ".png"
+
+
+def latest_files(owner):
+    """Newest version of every file name of an event or superevent."""
+    newest = {}
+    for file in File.objects.filter(**owner_kwargs(owner)).order_by("name", "version"):
+        newest[file.name] = file
+    return list(newest.values())
+
+
+def _newest(files):
+    return max(files, key=lambda file: (file.created, file.pk), default=None)
+
+
+def skymap_file(owner):
+    """The sky map notices carry: the newest multi-order FITS file tagged
+    sky_loc (on a superevent, the one copied or chosen last)."""
+    return _newest([f for f in latest_files(owner) if f.name.endswith(MULTIORDER_SUFFIX) and SKY_LOC_TAG in f.tags])
+
+
+def skymap_files(owner):
+    """Every sky map (multi-order and flattened) of the owner, by name."""
+    return sorted(
+        (f for f in latest_files(owner)
+         if SKY_LOC_TAG in f.tags and (f.name.endswith(MULTIORDER_SUFFIX) or f.name.endswith(FLAT_SUFFIX))),
+        key=lambda f: f.name,
+    )
+
+
+def em_bright_file(owner):
+    return next((f for f in latest_files(owner) if f.name == EM_BRIGHT_FILENAME), None)
+
+
+def p_astro_file(owner):
+    return _newest([f for f in latest_files(owner) if f.name.endswith(P_ASTRO_SUFFIX)])
+
+
+def plot_name(name):
+    """Name of the PNG figure of a product: ``bayestar.multiorder.fits`` ->
+    ``bayestar.png``, ``gstlal.p_astro.json`` -> ``gstlal.p_astro.png``."""
+    for suffix in (MULTIORDER_SUFFIX, FLAT_SUFFIX, ".json"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + PNG_SUFFIX
+    return None
+
+
+def probabilities_in(file, allowed):
+    """The known probabilities (names in ``allowed``, values in [0, 1]) of a
+    JSON file, or None."""
+    if file is None:
+        return None
+    try:
+        content = json.loads(file.read())
+    except (OSError, ValueError) as error:
+        logger.warning("cannot read %s: %s", file, error)
+        return None
+    if not isinstance(content, dict):
+        logger.warning("%s does not hold a JSON object", file)
+        return None
+    values = {}
+    for name in allowed:
+        value = content.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            values[name] = float(value)
+    return values or None
+
+
+def classification(owner):
+    """p_astro probabilities (BNS, NSBH, BBH, Terrestrial) or None."""
+    return probabilities_in(p_astro_file(owner), CLASSIFICATION_NAMES)
+
+
+def properties(owner):
+    """Source properties (HasNS, HasRemnant, HasMassGap ...) or None."""
+    return probabilities_in(em_bright_file(owner), PROPERTY_NAMES)
+
+
+def skymap_summary(file):
+    """Credible areas (deg2) and distance (Mpc) of a sky map file, or None.
+
+    Returns a dict with area_50_deg2, area_90_deg2, distance_mean_mpc,
+    distance_std_mpc (the distances may be None for maps without distance
+    layers). Uses the stored ``alerts.models.SkymapSummary`` of a file with
+    the same bytes when that model exists (a copy on a superevent shares its
+    event file's summary); otherwise summarises the bytes here.
+    """
+    if file is None:
+        return None
+    summary_model = getattr(models, "SkymapSummary", None)
+    if summary_model is not None:
+        row = summary_model.objects.filter(file__sha256=file.sha256).first()
+        if row is not None:
+            return {name: getattr(row, name) for name in
+                    ("area_50_deg2", "area_90_deg2", "distance_mean_mpc", "distance_std_mpc")}
+    from alerts.science.localization import LocalizationError, summarize_skymap
+
+    try:
+        return summarize_skymap(file.read()).as_dict()
+    except (LocalizationError, OSError) as error:
+        logger.warning("cannot summarise sky map %s: %s", file, error)
+        return None
+
+
+def file_url(file):
+    """Public URL of one file version (the REST API's file content view)."""
+    owner = "superevent" if file.superevent_id else "event"
+    owner_id = file.owner_id_text
+    return settings.ORCHESTRATOR["BASE_URL"] + reverse(f"{owner}-file", args=[owner_id, file.filename])
+
+
+def superevent_url(superevent):
+    """Public page of a superevent, quoted in notices and circulars."""
+    return settings.ORCHESTRATOR["BASE_URL"] + reverse("superevent-detail", args=[superevent.superevent_id])

@@ -1,0 +1,186 @@
+"""Where notice payloads go: an outbox folder and Kafka.
+
+One interface, :func:`send`, takes a destination (a dict from
+``ORCHESTRATOR["NOTICE_DESTINATIONS"]``), the notice identity (e.g.
+``S190425a-1-Preliminary``), the format (json, avro, voevent) and the payload
+bytes. Sending the same identity and format again is harmless by design:
+
+- outbox: the file name is the identity, written atomically (temporary file
+  then ``os.replace``), so a resend rewrites the same name with the same
+  bytes; a file already there with *different* bytes is refused loudly, since
+  two different notices must never share an identity.
+- kafka: the message key is the identity and the headers carry identity,
+  format and serial, so consumers can drop a repeated message.
+
+:class:`TransportError` means "try again later" (broker unreachable, disk
+full); :class:`PermanentTransportError` means retrying cannot help
+(misconfigured destination, conflicting outbox file).
+
+Used by :mod:`alerts.delivery`, which records every attempt.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+# File name extension of each format in the outbox.
+EXTENSIONS = {"json": "json", "avro": "avro", "voevent": "xml"}
+CONTENT_TYPES = {"json": "application/json", "avro": "application/avro", "voevent": "application/xml"}
+FORMATS = tuple(EXTENSIONS)
+
+DEFAULT_KAFKA_TOPIC = "igwn.gwalert"
+DEFAULT_KAFKA_TIMEOUT_S = 10.0
+# librdkafka gives up on a message this long before flush() stops waiting,
+# so a timed-out send is reported as failed rather than left in the queue to
+# go out later behind the retry's back.
+KAFKA_FLUSH_MARGIN_S = 5.0
+KAFKA_LINGER_MS = 5
+
+
+class TransportError(Exception):
+    """The send failed but may succeed later; the delivery is retried."""
+
+
+class PermanentTransportError(TransportError):
+    """The send can never succeed as configured; the delivery fails at once."""
+
+
+def send(destination, identity, format, payload, *, superevent_id, serial):
+    """Send one payload of a notice to one destination."""
+    if format not in EXTENSIONS:
+        raise PermanentTransportError(f"unknown notice format {format!r}; expected one of {', '.join(FORMATS)}")
+    transport = destination.get("transport")
+    if transport not in TRANSPORTS:
+        raise PermanentTransportError(
+            f"destination {destination.get('name')!r}: unknown transport {transport!r}; "
+            f"expected one of {', '.join(TRANSPORTS)}")
+    return TRANSPORTS[transport](destination, identity, format, bytes(payload),
+                                 superevent_id=superevent_id, serial=serial)
+
+
+# --- outbox ------------------------------------------------------------------
+
+
+def outbox_dir(destination):
+    return Path(destination.get("directory") or settings.OUTBOX_DIR)
+
+
+def outbox_path(destination, superevent_id, identity, format):
+    """``<outbox>/<superevent>/<identity>.<ext>``."""
+    return outbox_dir(destination) / superevent_id / f"{identity}.{EXTENSIONS[format]}"
+
+
+def send_outbox(destination, identity, format, payload, *, superevent_id, serial):
+    path = outbox_path(destination, superevent_id, identity, format)
+    try:
+        if path.exists():
+            if path.read_bytes() == payload:
+                return path  # already delivered, byte for byte: nothing to do
+            raise PermanentTransportError(
+                f"{path} already holds a different notice with identity {identity}; refusing to overwrite it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(payload)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)  # readers see the whole file or none
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+    except PermanentTransportError:
+        raise
+    except OSError as error:
+        raise TransportError(f"cannot write {path}: {error}") from error
+    return path
+
+
+# --- Kafka -------------------------------------------------------------------
+
+# One producer per configuration and process: librdkafka handles do not
+# survive fork(), so the process id is part of the key.
+_producers = {}
+
+
+def kafka_config(destination):
+    """librdkafka configuration of a Kafka destination."""
+    servers = destination.get("bootstrap_servers")
+    if not servers:
+        raise PermanentTransportError(f"destination {destination.get('name')!r}: no bootstrap_servers")
+    timeout_s = float(destination.get("timeout_s", DEFAULT_KAFKA_TIMEOUT_S))
+    config = {
+        "bootstrap.servers": servers,
+        "client.id": f"gw-alert-orchestrator-{destination.get('name', 'kafka')}",
+        # Broker-side dedupe of the producer's own retries, and no
+        # acknowledgement before every in-sync replica has the message.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": KAFKA_LINGER_MS,
+        "message.timeout.ms": int(timeout_s * 1000),
+        "security.protocol": destination.get("security_protocol", "PLAINTEXT"),
+    }
+    if config["security.protocol"].startswith("SASL"):
+        config.update({
+            "sasl.mechanism": destination.get("sasl_mechanism", "SCRAM-SHA-512"),
+            "sasl.username": destination.get("sasl_username", ""),
+            "sasl.password": destination.get("sasl_password", ""),
+        })
+    config.update(destination.get("config", {}))  # any other librdkafka option
+    return config
+
+
+def kafka_topic(destination, format):
+    return destination.get("topics", {}).get(format) or destination.get("topic") or DEFAULT_KAFKA_TOPIC
+
+
+def _producer(config):
+    from confluent_kafka import KafkaException, Producer
+
+    key = (os.getpid(), tuple(sorted((name, str(value)) for name, value in config.items())))
+    if key not in _producers:
+        try:
+            _producers[key] = Producer(config)
+        except KafkaException as error:
+            raise PermanentTransportError(f"bad Kafka configuration: {error}") from error
+    return key, _producers[key]
+
+
+def kafka_headers(identity, format, serial, superevent_id):
+    return [
+        ("identity", identity.encode()),
+        ("format", format.encode()),
+        ("serial", str(serial).encode()),
+        ("superevent_id", superevent_id.encode()),
+        ("content-type", CONTENT_TYPES[format].encode()),
+    ]
+
+
+def send_kafka(destination, identity, format, payload, *, superevent_id, serial):
+    """Produce one message and wait for the broker's acknowledgement."""
+    from confluent_kafka import KafkaException
+
+    config = kafka_config(destination)
+    topic = kafka_topic(destination, format)
+    cache_key, producer = _producer(config)
+    reports = []
+    try:
+        producer.produce(topic, value=payload, key=identity.encode(),
+                         headers=kafka_headers(identity, format, serial, superevent_id),
+                         on_delivery=lambda error, message: reports.append((error, message)))
+        remaining = producer.flush(config["message.timeout.ms"] / 1000 + KAFKA_FLUSH_MARGIN_S)
+    except (KafkaException, BufferError) as error:
+        raise TransportError(f"Kafka {topic}: {error}") from error
+    if remaining or not reports:
+        raise TransportError(f"Kafka {topic}: no acknowledgement for {identity} ({format}) in time")
+    error, message = reports[0]
+    if error is not None:
+        if error.fatal():  # the producer is unusable from now on
+            _producers.pop(cache_key, None)
+        raise TransportError(f"Kafka {topic}: {error.str()}")
+    return topic, message.partition(), message.offset()
+
+
+TRANSPORTS = {"outbox": send_outbox, "kafka": send_kafka}

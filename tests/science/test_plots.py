@@ -1,0 +1,91 @@
+"""PNG figures: all-sky map and probability bars."""
+
+import io
+
+import astropy_healpix as ah
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from ligo.skymap import moc
+from ligo.skymap.io.fits import write_sky_map
+
+from alerts.science import plots
+from alerts.science.plots import plot_allsky, plot_bars
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SPOT_ORDER = 6
+SPOT_RA_DEG, SPOT_DEC_DEG, SPOT_RADIUS_DEG = 120.0, 30.0, 5.0
+
+
+def _read_png(data: bytes) -> np.ndarray:
+    assert data[: len(PNG_MAGIC)] == PNG_MAGIC
+    return matplotlib.image.imread(io.BytesIO(data), format="png")
+
+
+@pytest.fixture(scope="module")
+def spot_skymap() -> bytes:
+    """A multi-order map uniform inside a 5-degree disc, zero elsewhere."""
+    nside = ah.level_to_nside(SPOT_ORDER)
+    ipix = np.arange(ah.nside_to_npix(nside))
+    ra, dec = ah.healpix_to_lonlat(ipix, nside, order="nested")
+    spot = SkyCoord(SPOT_RA_DEG * u.deg, SPOT_DEC_DEG * u.deg)
+    inside = SkyCoord(ra, dec).separation(spot).to_value(u.deg) < SPOT_RADIUS_DEG
+    density = np.where(inside, 1.0, 0.0)
+    density /= np.sum(density * ah.nside_to_pixel_area(nside).to_value(u.sr))
+    uniq = moc.nest2uniq(np.int8(SPOT_ORDER), ipix)
+    buffer = io.BytesIO()
+    write_sky_map(
+        buffer, np.rec.fromarrays([uniq, density], names=["UNIQ", "PROBDENSITY"])
+    )
+    return buffer.getvalue()
+
+
+def test_allsky_is_a_png_of_the_configured_size(spot_skymap):
+    image = _read_png(plot_allsky(spot_skymap))
+    width, height = (
+        round(inches * plots.DPI) for inches in plots.ALLSKY_FIGSIZE_IN
+    )
+    assert image.shape[:2] == (height, width)
+
+
+def test_allsky_shows_the_probability(spot_skymap):
+    """The map with a bright spot differs from an empty-looking one."""
+    with_spot = _read_png(plot_allsky(spot_skymap))
+    nside = ah.level_to_nside(SPOT_ORDER)
+    npix = ah.nside_to_npix(nside)
+    buffer = io.BytesIO()
+    write_sky_map(
+        buffer,
+        np.rec.fromarrays(
+            [moc.nest2uniq(np.int8(SPOT_ORDER), np.arange(npix)),
+             np.full(npix, 1 / (4 * np.pi))],
+            names=["UNIQ", "PROBDENSITY"],
+        ),
+    )
+    uniform = _read_png(plot_allsky(buffer.getvalue()))
+    assert with_spot.shape == uniform.shape
+    assert np.abs(with_spot - uniform).max() > 0.5
+
+
+def test_plotting_leaves_no_pyplot_figures(spot_skymap):
+    before = plt.get_fignums()
+    plot_allsky(spot_skymap)
+    plot_bars({"BNS": 1.0}, "p_astro")
+    assert plt.get_fignums() == before
+
+
+def test_bars_png():
+    probabilities = {"BNS": 0.7, "NSBH": 0.1, "BBH": 0.05, "Terrestrial": 0.15}
+    image = _read_png(plot_bars(probabilities, "p_astro"))
+    width, height = (round(inches * plots.DPI) for inches in plots.BARS_FIGSIZE_IN)
+    assert image.shape[:2] == (height, width)
+
+
+def test_bars_depend_on_values():
+    low = _read_png(plot_bars({"HasNS": 0.1, "HasRemnant": 0.0}, "em_bright"))
+    high = _read_png(plot_bars({"HasNS": 0.9, "HasRemnant": 0.0}, "em_bright"))
+    assert low.shape == high.shape
+    assert not np.array_equal(low, high)
