@@ -29,6 +29,22 @@ def log(owner, message, file=None, tags=(), external_key=""):
                               external_key=external_key, **owner_kwargs(owner))
 
 
+def pending_log(owner, message, file=None, tags=()):
+    """An unsaved log message, for ``write_logs``."""
+    return Log(message=message, file=file, tags=list(tags), **owner_kwargs(owner))
+
+
+def write_logs(entries):
+    """Save ``pending_log`` entries in order with one INSERT: the rows ``log``
+    would write one by one, for one round trip instead of several."""
+    return Log.objects.bulk_create(entries) if entries else []
+
+
+def log_many(owner, messages, tags=()):
+    """Append several log messages, in order, with one INSERT."""
+    return write_logs([pending_log(owner, message, tags=tags) for message in messages])
+
+
 def add_label(owner, name, creator="orchestrator"):
     """Add a label once; returns True when it is new (and handlers were told)."""
     with transaction.atomic():
@@ -63,15 +79,29 @@ def add_file(owner, name, data, tags=(), message=None, announce=True):
     with transaction.atomic():
         type(owner).objects.select_for_update().filter(pk=owner.pk).exists()
         latest = File.objects.filter(name=name, **owner_kwargs(owner)).aggregate(v=Max("version"))["v"]
-        stored = File(name=name, version=(latest or 0) + 1, tags=sorted(set(tags)), size=len(data),
-                      sha256=File.digest(data), **owner_kwargs(owner))
-        stored.content.save(name, ContentFile(data), save=False)
-        stored.save()
-        log(owner, message or f"File added: {stored.filename}", file=stored, tags=tags)
+        stored = save_file_version(owner, name, data, (latest or 0) + 1, tags)
+        log(owner, message or file_added_message(stored), file=stored, tags=tags)
     if announce:
         kind = handlers.EVENT_FILE_ADDED if isinstance(owner, Event) else handlers.SUPEREVENT_FILE_ADDED
         handlers.dispatch(kind, owner.pk, stored.pk)
     return stored
+
+
+def save_file_version(owner, name, data, version, tags=()):
+    """Store ``data`` as ``name,version`` (content and File row, no log).
+
+    The caller chooses the version: ``add_file`` under the owner's lock, or
+    the creator of a new owner, whose first file of a name is version 1.
+    """
+    stored = File(name=name, version=version, tags=sorted(set(tags)), size=len(data),
+                  sha256=File.digest(data), **owner_kwargs(owner))
+    stored.content.save(name, ContentFile(data), save=False)
+    stored.save()
+    return stored
+
+
+def file_added_message(stored):
+    return f"File added: {stored.filename}"
 
 
 def latest_file(owner, name):

@@ -18,7 +18,7 @@ from alerts import handlers, superevent_rules as rules
 from alerts.handlers import handles
 from alerts.models import Event, Superevent, SupereventDayCounter
 from alerts.steps import record_step
-from alerts.store import log
+from alerts.store import log, log_many
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ def lock_time_range(category, t_start, t_end):
         return
     first, last = int(t_start // LOCK_BUCKET_S), int(t_end // LOCK_BUCKET_S)
     with connection.cursor() as cursor:
-        for bucket in range(first, last + 1):  # ascending order: no deadlocks
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE[category], bucket])
+        # One statement; generate_series yields the buckets in ascending
+        # order and each row takes its lock in turn: no deadlocks.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, bucket) FROM generate_series(%s, %s) AS bucket",
+                       [LOCK_NAMESPACE[category], first, last])
 
 
 def next_day_index(category, date):
@@ -84,7 +86,9 @@ def assign_event(event_pk):
         event = Event.objects.select_for_update().get(pk=event_pk)
         if event.superevent_id is not None:
             return announcements  # a repeated task: already grouped
-        candidate = candidate_of(event)
+        # The FAR threshold and the window do not look at labels; the
+        # preferred-event order, which does, reloads every event's labels.
+        candidate = candidate_of(event, labels=())
         if not rules.forms_superevent(candidate, policy()):
             log(event, f"FAR {event.far:.3g} Hz is above the superevent threshold "
                        f"{policy()['SUPEREVENT_FAR_THRESHOLD']:.3g} Hz: not grouped")
@@ -102,12 +106,14 @@ def assign_event(event_pk):
         superevent = min(overlapping, key=lambda s: abs(s.t_0 - event.gpstime))
         event.superevent = superevent
         event.save(update_fields=["superevent"])
-        grow_window(superevent, t_start, t_end)
-        log(superevent, f"Added event {event.graceid}", tags=["superevent_manager"])
+        messages = []  # the superevent's log, written in one INSERT at the end
+        grow_window(superevent, t_start, t_end, messages)
+        messages.append(f"Added event {event.graceid}")
         announcements.append((handlers.SUPEREVENT_EVENT_ADDED, superevent.pk, event.pk))
-        if reselect_preferred(superevent):
+        if reselect_preferred(superevent, messages):
             announcements.append((handlers.SUPEREVENT_PREFERRED_CHANGED, superevent.pk,
                                   superevent.preferred_event_id))
+        log_many(superevent, messages, tags=["superevent_manager"])
         superevent.save()
     return announcements
 
@@ -127,8 +133,11 @@ def create_superevent(event, t_start, t_end):
     return superevent
 
 
-def grow_window(superevent, t_start, t_end):
-    """Widen the window to cover the event, stopping at neighbouring superevents."""
+def grow_window(superevent, t_start, t_end, messages):
+    """Widen the window to cover the event, stopping at neighbouring superevents.
+
+    The log message, if any, is appended to ``messages`` (for the caller to write).
+    """
     new_start, new_end = min(superevent.t_start, t_start), max(superevent.t_end, t_end)
     if (new_start, new_end) == (superevent.t_start, superevent.t_end):
         return
@@ -140,16 +149,23 @@ def grow_window(superevent, t_start, t_end):
             new_start = max(new_start, neighbour.t_end)
         else:
             new_end = min(new_end, neighbour.t_start)
-    log(superevent, f"Window changed from [{superevent.t_start:.3f}, {superevent.t_end:.3f}] "
-                    f"to [{new_start:.3f}, {new_end:.3f}]", tags=["superevent_manager"])
+    messages.append(f"Window changed from [{superevent.t_start:.3f}, {superevent.t_end:.3f}] "
+                    f"to [{new_start:.3f}, {new_end:.3f}]")
     superevent.t_start, superevent.t_end = new_start, new_end
 
 
-def reselect_preferred(superevent):
+def reselect_preferred(superevent, messages=None):
     """Apply the preferred-event order unless the superevent is locked.
 
-    Returns True if the preferred event changed (the caller saves).
+    Returns True if the preferred event changed (the caller saves). Log
+    messages go to ``messages`` if given (for the caller to write), else
+    straight to the superevent's log.
     """
+    if messages is None:
+        messages = []
+        changed = reselect_preferred(superevent, messages)
+        log_many(superevent, messages, tags=["superevent_manager"])
+        return changed
     events = list(superevent.events.prefetch_related("labels"))
     current = next((e for e in events if e.pk == superevent.preferred_event_id), None)
     ordered = ([current] if current else []) + [e for e in events if e is not current]
@@ -160,14 +176,14 @@ def reselect_preferred(superevent):
     superevent_labels = superevent.label_names()
     if current is not None and not rules.may_replace_preferred(
             superevent_labels, candidates[ordered.index(best)], policy()):
-        log(superevent, f"Preferred event kept as {current.graceid}: superevent is locked "
-                        f"({', '.join(sorted(superevent_labels))})", tags=["superevent_manager"])
+        messages.append(f"Preferred event kept as {current.graceid}: superevent is locked "
+                        f"({', '.join(sorted(superevent_labels))})")
         return False
     superevent.preferred_event = best
     superevent.t_0 = best.gpstime
     superevent.far = best.far
-    log(superevent, f"Preferred event changed from {current.graceid if current else 'none'} "
-                    f"to {best.graceid}", tags=["superevent_manager"])
+    messages.append(f"Preferred event changed from {current.graceid if current else 'none'} "
+                    f"to {best.graceid}")
     return True
 
 
