@@ -28,7 +28,7 @@ REJECTION_EXCERPT_CHARS = 500
 # File.name's max_length.
 MAX_FILE_NAME_CHARS = 128
 # Tags given to files by name when the uploader gives none.
-DEFAULT_TAGS = {PSD_FILENAME: ["psd"], RANKING_DATA_FILENAME: ["p_astro"], COINC_FILENAME: ["coinc"]}
+DEFAULT_TAGS = {PSD_FILENAME: ["psd"], RANKING_DATA_FILENAME: ["ranking_data"], COINC_FILENAME: ["coinc"]}
 
 
 class UploadError(ValueError):

@@ -882,3 +882,27 @@ def make_mock_events(
                 )
             )
     return events
+
+
+def mock_ranking_data_xml_gz(pipeline: str = "gstlal") -> bytes:
+    """A stand-in for a gstlal ``ranking_data.xml.gz`` upload.
+
+    Real ranking data holds the pipeline's ranking-statistic densities; the
+    p_astro method used here (``alerts.science.pastro``) needs only FAR, SNR
+    and template masses, so for mock events this file only has to arrive, as
+    the seed's trigger for p_astro. It is a valid LIGO-LW document with a
+    process row naming the mock pipeline, so nothing mistakes it for real data.
+    """
+    xmldoc = ligolw.Document()
+    xmldoc.appendChild(ligolw.LIGO_LW())
+    process_table = lsctables.New(lsctables.ProcessTable)
+    xmldoc.childNodes[0].appendChild(process_table)
+    process = process_table.RowType()
+    process.program = f"mock-{pipeline}-ranking-data"
+    process.process_id = process_table.get_next_id()
+    for column in process_table.validcolumns:
+        name = ligolw.Column.ColumnName(column)
+        if not hasattr(process, name):
+            setattr(process, name, None)
+    process_table.append(process)
+    return _gzip_bytes(_xml_bytes(xmldoc))

@@ -2,16 +2,18 @@
 
 Sources are simulated with ligo.skymap's tools (see
 ``alerts.science.simulation``) and uploaded as MDC events the way a pipeline
-does: the coinc.xml, then the psd.xml.gz.
+does: the coinc.xml, then the psd.xml.gz (and, for the pipelines whose p_astro
+is computed from it, a ranking_data.xml.gz stand-in).
 """
 import time
 
 import lal
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from alerts.events import PSD_FILENAME, UploadError, create_event
-from alerts.science.simulation import PIPELINES, make_mock_events
+from alerts.events import PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, create_event
+from alerts.science.simulation import PIPELINES, make_mock_events, mock_ranking_data_xml_gz
 
 # Seconds between simulated sources, so that each forms its own superevent.
 SOURCE_SPACING_S = 20.0
@@ -49,9 +51,12 @@ class Command(BaseCommand):
                                           spacing=SOURCE_SPACING_S, pipelines_per_source=pipelines)
                 for mock in events:
                     started = time.monotonic()
+                    files = [(PSD_FILENAME, mock.psd_xml_gz)]
+                    if mock.pipeline in settings.ORCHESTRATOR["PASTRO_FROM_RANKING_DATA"]:
+                        files.append((RANKING_DATA_FILENAME, mock_ranking_data_xml_gz(mock.pipeline)))
                     try:
                         event = create_event(group="CBC", pipeline=mock.pipeline, search=search,
-                                             coinc=mock.coinc_xml, files=[(PSD_FILENAME, mock.psd_xml_gz)])
+                                             coinc=mock.coinc_xml, files=files)
                     except UploadError as error:
                         raise CommandError(f"mock upload rejected: {error}") from None
                     uploaded.append(event.graceid)

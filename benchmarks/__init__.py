@@ -1,0 +1,1 @@
+"""Benchmarks of the orchestrator (plain importable modules, no test framework)."""
