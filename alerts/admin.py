@@ -39,11 +39,26 @@ class EventAdmin(admin.ModelAdmin):
 
 @admin.register(models.Superevent)
 class SupereventAdmin(admin.ModelAdmin):
-    list_display = ["superevent_id", "category", "t_0", "t_start", "t_end", "preferred_event", "far", "created"]
+    list_display = ["superevent_id", "category", "t_0", "t_start", "t_end", "preferred_event", "far", "label_list",
+                    "created"]
     list_filter = ["category", "date"]
     search_fields = ["superevent_id", "preferred_event__graceid", "labels__name"]
     raw_id_fields = ["preferred_event"]
     inlines = [LabelInline, FileInline, LogInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("preferred_event").prefetch_related("labels")
+
+    @admin.display(description="labels")
+    def label_list(self, obj):
+        return ", ".join(sorted(label.name for label in obj.labels.all()))
+
+
+@admin.register(models.SkymapSummary)
+class SkymapSummaryAdmin(admin.ModelAdmin):
+    list_display = ["file", "area_50_deg2", "area_90_deg2", "distance_mean_mpc", "distance_std_mpc"]
+    search_fields = ["file__event__graceid", "file__superevent__superevent_id"]
+    raw_id_fields = ["file"]
 
 
 @admin.register(models.Label)
@@ -80,21 +95,29 @@ class NoticePayloadInline(admin.TabularInline):
 class NoticeDeliveryInline(admin.TabularInline):
     model = models.NoticeDelivery
     extra = 0
-    fields = ["destination", "format", "status", "attempts", "last_error", "sent_at"]
+    fields = ["destination", "format", "status", "attempts", "last_error", "claimed_at", "sent_at"]
     readonly_fields = fields
 
 
 @admin.register(models.Notice)
 class NoticeAdmin(admin.ModelAdmin):
-    list_display = ["identity", "superevent", "alert_type", "serial", "role", "significant", "created"]
+    list_display = ["identity", "superevent", "alert_type", "serial", "reason", "role", "significant", "created"]
     list_filter = ["alert_type", "role", "significant"]
     search_fields = ["identity", "superevent__superevent_id"]
     inlines = [NoticePayloadInline, NoticeDeliveryInline]
 
 
+@admin.register(models.NoticePayload)
+class NoticePayloadAdmin(admin.ModelAdmin):
+    list_display = ["notice", "format", "sha256"]
+    list_filter = ["format"]
+    search_fields = ["notice__identity", "sha256"]
+    exclude = ["content"]
+
+
 @admin.register(models.NoticeDelivery)
 class NoticeDeliveryAdmin(admin.ModelAdmin):
-    list_display = ["notice", "destination", "format", "status", "attempts", "sent_at"]
+    list_display = ["notice", "destination", "format", "status", "attempts", "claimed_at", "sent_at"]
     list_filter = ["status", "destination", "format"]
     search_fields = ["notice__identity", "last_error"]
 

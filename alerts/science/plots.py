@@ -13,7 +13,16 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import ligo.skymap.plot  # noqa: F401  (registers the 'astro ...' projections)
+import warnings
+
+from astropy.utils.exceptions import AstropyDeprecationWarning
+
+# ligo.skymap 2.5.4 imports a module that reproject has made private; the
+# warning says nothing a user can act on, and it would otherwise be printed
+# by every management command.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=AstropyDeprecationWarning)
+    import ligo.skymap.plot  # noqa: F401  (registers the 'astro ...' projections)
 from ligo.skymap import moc
 from ligo.skymap.io import fits as skymap_fits
 from ligo.skymap.postprocess import find_greedy_credible_levels

@@ -14,6 +14,7 @@ from django.db import connections
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
+from alerts.delivery import resume_deliveries
 from alerts.workers import run_timer
 
 SENTINEL_CHECK_S = 0.5
@@ -33,6 +34,9 @@ class Command(DjangoQCommand):
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
         timer = None if options["no_timer"] else start_timer()
+        resumed = resume_deliveries()
+        if resumed:
+            self.stdout.write(f"resuming delivery of {resumed} notice(s) left unsent")
         cluster = Cluster()
         try:
             cluster.start()
