@@ -69,7 +69,8 @@ def test_louder_signal_is_more_certain():
 def test_probabilities_are_floats_in_unit_interval():
     result = classify(5.0, 2.0, -0.5, 0.1, 12.0)
     assert tuple(result) == PROPERTIES
-    assert all(isinstance(value, float) and 0 <= value <= 1 for value in result.values())
+    assert all(isinstance(value, float) for value in result.values())
+    assert all(0 <= value <= 1 for value in result.values())
 
 
 def test_json_matches_classify():
