@@ -40,10 +40,19 @@ class Event(models.Model):
     superevent = models.ForeignKey(
         "Superevent", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
+    # Set once the superevent manager has handled the event: grouped, or
+    # left alone because its FAR is above the superevent threshold. The
+    # manager drains the events without it in batches (alerts.superevents).
+    grouping_done = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["category", "gpstime"])]
+        indexes = [
+            models.Index(fields=["category", "gpstime"]),
+            # Only the few events still waiting for the manager.
+            models.Index(fields=["category", "id"], condition=Q(grouping_done=False),
+                         name="event_grouping_pending"),
+        ]
         ordering = ["-id"]
 
     def __str__(self):

@@ -5,7 +5,8 @@ The flow of the seed's ``handle_superevent`` and
 DESIGN.md section 3:
 
 1. ``handle_superevent`` (on SUPEREVENT_CREATED) waits
-   ``ORCHESTRATOR_TIMEOUT_S`` for the choice of preferred event to settle.
+   ``ORCHESTRATOR_TIMEOUT_S`` for the choice of preferred event to settle
+   (at 0, it vets at once, in its own task).
 2. ``vet_superevent`` takes the preferred event. If its annotations are not
    complete (``COMPLETE_ANNOTATIONS``: SKYMAP_READY, and for CBC
    EMBRIGHT_READY and PASTRO_READY) and it could make an alert, it looks
@@ -23,8 +24,9 @@ DESIGN.md section 3:
    maps, source properties and p_astro (files tagged
    ``PRELIMINARY_PRODUCT_TAGS``) are copied to the superevent as new
    versions with their tags (a file already there with the same bytes is not
-   copied again); plots are copied too, or made when the event has none; the
-   notice is issued; for significant alerts the GCN Circular draft is
+   copied again); plots are copied too; the notice is issued and delivered
+   (by this task, the queued deliver task as fallback); then plots the event
+   had none of are made, for significant alerts the GCN Circular draft is
    written and ADVREQ asks for an advocate; GCN_PRELIM_SENT is added.
 5. ``cleanup_superevent``, ``PRELIMINARY_CLEANUP_DELAY_S`` after the first
    pass (whether it sent an alert or stopped), re-selects the preferred
@@ -205,7 +207,10 @@ def handle_superevent(superevent_pk):
     timeout = policy()["ORCHESTRATOR_TIMEOUT_S"]
     if claim(superevent, SCHEDULED_KEY,
              f"Orchestrator: vetting in {timeout:g} s, once the preferred event has settled"):
-        workers.enqueue(VET_TASK, superevent_pk, 0, delay_s=timeout)
+        if timeout > 0:
+            workers.enqueue(VET_TASK, superevent_pk, 0, delay_s=timeout)
+        else:  # nothing to wait for: vet in this task, not after another trip through the queue
+            vet_superevent(superevent_pk, 0)
 
 
 def vet_superevent(superevent_pk, polls=0):
@@ -438,13 +443,26 @@ def notice_content(superevent, event, kind, serial):
 
 
 def send_preliminary(superevent, event, kind, number, copied=None):
-    """Copy products and plots, issue the notice, write the circular, label."""
+    """Copy products, issue and deliver the notice, then make plots, write the
+    circular and label.
+
+    The notice needs only the copied products (the sky map it carries), so it
+    goes out before the plots and the circular, which take longer. It is
+    delivered from this task at once; the deliver task that ``issue_notice``
+    queues remains the fallback, finding nothing left to do (or what this
+    run could not send), as claims keep each delivery to one sender.
+    """
     if copied is None:
         copied = copy_products(superevent, event)
-    make_plots(superevent, copied)
     reason = f"{kind}-{number}"
     notice = delivery.issue_notice(superevent, reason,
                                    lambda serial: notice_content(superevent, event, kind, serial))
+    if not workers.run_inline():  # inline, issue_notice delivered it already
+        try:
+            delivery.deliver(notice.pk)
+        except Exception:  # the queued deliver task will send it
+            logger.exception("could not deliver %s from the vetting task", notice.identity)
+    make_plots(superevent, copied)
     if kind != LESS_SIGNIFICANT:
         circulars.write_circular(superevent, ALERT_TYPES[kind])
     add_label(superevent, LABEL_PRELIM_SENT)

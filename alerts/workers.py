@@ -7,7 +7,7 @@ sees half-written data and a rolled-back upload triggers nothing.
 Delayed work goes into the ``DelayedTask`` table; the timer (``run_timer``,
 started by ``manage.py qcluster``) polls it every ``TIMER_POLL_S`` seconds
 and hands due tasks to django-q2. django-q2's own scheduler only looks at
-its schedules every ~30 s (measured in benchmarks/timer_precision.py), far
+its schedules every ~30 s (measured by benchmarks/alert_latency.py), far
 too coarse for ``orchestrator_timeout``.
 """
 import datetime

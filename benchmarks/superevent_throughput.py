@@ -13,8 +13,12 @@ child closes inherited database connections first and connects before the
 start barrier):
 
 - "manager alone": Event rows are bulk-inserted with their graceids
-  beforehand (not timed); the workers call
-  ``alerts.superevents.process_event(pk)`` on their share.
+  beforehand (not timed), pending for the manager
+  (``grouping_done`` false); the workers call
+  ``alerts.superevents.process_event(pk)`` on their share. The manager
+  drains pending events in batches, so a call may group the events of
+  other calls (of either worker), which then return at once: the timed
+  span, to the last worker's finish, still holds all of the manager's work.
 - "upload+parse": the workers call ``alerts.events.create_event`` with
   realistic coinc.xml bytes and TASKS_INLINE on, so the manager runs inline
   after each upload commits. A small pool of coincs is simulated with
@@ -58,7 +62,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from alerts import handlers, superevent_rules as rules
 from alerts.events import GRACEID_OFFSET, GRACEID_PREFIX, create_event
-from alerts.models import Category, Event, Superevent
+from alerts.models import Category, Event, StepRun, Superevent
 from alerts.superevents import candidate_of, process_event
 
 DEFAULT_EVENTS = 3000
@@ -483,6 +487,15 @@ def verify(specs, start_gps=DEFAULT_START_GPS, spacing=SOURCE_SPACING_S):
     ungrouped = [e.graceid for e in events if e.superevent_id is None]
     if ungrouped:
         problems.append(f"{len(ungrouped)} events not grouped, e.g. {ungrouped[:5]}")
+    pending = [e.graceid for e in events if not e.grouping_done]
+    if pending:
+        problems.append(f"{len(pending)} events not marked done by the manager, e.g. {pending[:5]}")
+    runs = Counter(StepRun.objects.filter(step="superevent_manager", status=StepRun.Status.SUCCEEDED)
+                   .values_list("event_id", flat=True))
+    unrecorded = [e.graceid for e in events if runs[e.pk] != 1]
+    if unrecorded:
+        problems.append(f"{len(unrecorded)} events without exactly one succeeded manager step run, "
+                        f"e.g. {unrecorded[:5]}")
     superevents = {s.pk: s for s in Superevent.objects.all()}
     if len(superevents) != len(expected):
         problems.append(f"{len(superevents)} superevents, expected {len(expected)} (one per source)")

@@ -83,10 +83,16 @@ WSGI_APPLICATION = "orchestrator_site.wsgi.application"
 # DATABASE_URL selects the database (postgres://postgres@127.0.0.1:5432/db);
 # without it a SQLite file under var/ is used, which needs no server.
 SQLITE_TIMEOUT_S = 30
+# Seconds a connection is kept for reuse, checked before each reuse so that a
+# dropped one is replaced. 0 opens one per request or worker task (and per
+# ORM-broker poll): on PostgreSQL that costs tens of milliseconds per queue
+# hop on the alert path (benchmarks/alert_latency.py).
+DATABASE_CONN_MAX_AGE = int(env_float("DATABASE_CONN_MAX_AGE", 300))
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
-        conn_max_age=0,
+        conn_max_age=DATABASE_CONN_MAX_AGE,
+        conn_health_checks=DATABASE_CONN_MAX_AGE > 0,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -108,3 +108,163 @@ def test_growth_stops_at_a_neighbouring_superevent():
     right.refresh_from_db()
     assert left.t_end <= right.t_start
     assert left.events.count() == 2
+
+
+
+def batch_scenario(before_the_others):
+    """One event grouped at once, then ``before_the_others(first_event)``, then
+    events of every kind of decision; returns the events in creation order."""
+    events = [make_event(gpstime=T0, snr=9)]
+    before_the_others(events[0])
+    specs = [
+        dict(gpstime=T0 + 0.3, snr=30),  # joins a locked superevent: preferred event kept
+        dict(gpstime=T0 + 100, snr=9),  # a new superevent ...
+        dict(gpstime=T0 + 102.5, snr=9, pipeline="pycbc"),  # ... and its neighbour
+        dict(gpstime=T0 + 100.9, snr=5, pipeline="mbta"),  # grows the first, clipped at the neighbour
+        dict(gpstime=T0 + 200, far=1e-3),  # above the FAR threshold: not grouped
+        dict(gpstime=T0 + 100.2, snr=20, pipeline="spiir"),  # louder: becomes preferred
+        dict(gpstime=LAST_SECOND_OF_DAY + 10),  # next UTC day: S190426a ...
+        dict(gpstime=LAST_SECOND_OF_DAY + 0.5),  # ... and back: S190425d, in creation order
+        dict(gpstime=T0 + 300, snr=30),
+        # Quieter, but complete annotations (labels given at upload) make it preferred.
+        dict(gpstime=T0 + 300.4, snr=8, pipeline="pycbc",
+             labels=["SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"]),
+    ]
+    return events + [make_event(**spec) for spec in specs]
+
+
+def grouping_summary(events):
+    """What the manager decided and logged, with events named by creation order."""
+    names = {event.pk: f"e{index}" for index, event in enumerate(events)}
+    graceids = sorted(((event.graceid, names[event.pk]) for event in events), key=lambda g: -len(g[0]))
+
+    def renamed(message):
+        for graceid, name in graceids:
+            message = message.replace(graceid, name)
+        return message
+
+    superevents = {
+        superevent.superevent_id: dict(
+            window=(superevent.t_start, superevent.t_0, superevent.t_end), far=superevent.far,
+            preferred=names[superevent.preferred_event_id],
+            events=sorted(names[pk] for pk in superevent.events.values_list("pk", flat=True)),
+            logs=[renamed(message) for message in superevent.logs.order_by("id").values_list("message", flat=True)],
+        )
+        for superevent in Superevent.objects.all()
+    }
+    event_logs = {names[event.pk]: [renamed(m) for m in event.logs.order_by("id").values_list("message", flat=True)]
+                  for event in events}
+    runs = {names[event.pk]: list(event.step_runs.filter(step="superevent_manager").values_list("status", flat=True))
+            for event in events}
+    return superevents, event_logs, runs
+
+
+def test_one_task_groups_a_batch_as_one_task_per_event_would(monkeypatch):
+    from alerts import handlers, workers
+    from alerts.models import Label, Log, StepRun, SupereventDayCounter
+
+    enqueue, dispatch = workers.enqueue, handlers.dispatch
+    state = {"manager runs": True}
+    held_back, announced = [], []
+
+    def enqueue_manager_only(path, *args, delay_s=0.0):
+        """Only the manager's tasks run, and only while it is not held back."""
+        if path.startswith("alerts.superevents.") and state["manager runs"]:
+            enqueue(path, *args, delay_s=delay_s)
+        elif path == "alerts.superevents.process_event":
+            held_back.append(args[0])
+
+    def recording_dispatch(kind, *args):
+        if kind in {handlers.SUPEREVENT_CREATED, handlers.SUPEREVENT_EVENT_ADDED,
+                    handlers.SUPEREVENT_PREFERRED_CHANGED}:
+            announced.append((kind, args))
+        dispatch(kind, *args)
+
+    monkeypatch.setattr(workers, "enqueue", enqueue_manager_only)
+    monkeypatch.setattr(handlers, "dispatch", recording_dispatch)
+
+    def lock(event):
+        add_label(refreshed(event).superevent, "SIGNIF_LOCKED")
+
+    def hold_back_manager(event):
+        lock(event)
+        state["manager runs"] = False
+
+    def named_announcements(events):
+        names = {event.pk: f"e{index}" for index, event in enumerate(events)}
+        ids = dict(Superevent.objects.values_list("pk", "superevent_id"))
+        return [(kind, ids[args[0]], *(names[arg] for arg in args[1:])) for kind, args in announced]
+
+    # One task per event, run as each event is made.
+    one_by_one_events = batch_scenario(lock)
+    one_by_one = grouping_summary(one_by_one_events), named_announcements(one_by_one_events)
+    for model in (Log, Label, StepRun, Event, Superevent, SupereventDayCounter):
+        model.objects.all().delete()
+    announced.clear()
+
+    # The same events while the manager is held back, then one task for all.
+    events = batch_scenario(hold_back_manager)
+    state["manager runs"] = True
+    assert held_back == [event.pk for event in events[1:]]
+    assert Event.objects.filter(grouping_done=False).count() == len(events) - 1
+    assert not Event.objects.filter(pk__in=held_back, superevent__isnull=False).exists()
+    superevents.process_event(held_back[0])
+    assert not Event.objects.filter(grouping_done=False).exists()
+    assert (grouping_summary(events), named_announcements(events)) == one_by_one
+    assert sorted(Superevent.objects.values_list("superevent_id", flat=True)) == [
+        "S190425a", "S190425b", "S190425c", "S190425d", "S190425e", "S190426a"]
+
+    # The other events' tasks find them done: nothing more is written.
+    counts = [model.objects.count() for model in (Log, StepRun, Superevent)]
+    for event_pk in held_back[1:]:
+        superevents.process_event(event_pk)
+    assert [model.objects.count() for model in (Log, StepRun, Superevent)] == counts
+    assert (grouping_summary(events), named_announcements(events)) == one_by_one
+
+
+@pytest.fixture
+def manager_held_back(monkeypatch):
+    """Events are made with no task run; returns the manager's held-back event pks."""
+    from alerts import workers
+
+    held_back = []
+
+    def hold(path, *args, delay_s=0.0):
+        if path == "alerts.superevents.process_event":
+            held_back.append(args[0])
+
+    monkeypatch.setattr(workers, "enqueue", hold)
+    return held_back
+
+
+def test_an_event_the_rules_cannot_handle_fails_alone(manager_held_back):
+    from alerts.models import StepRun
+
+    good = make_event(gpstime=T0)
+    broken = make_event(gpstime=T0 + 50, group="Burst", pipeline="cwb", extra_attributes={"duration": "long"})
+    later = make_event(gpstime=T0 + 100)
+    superevents.process_event(good.pk)
+    assert refreshed(good).superevent is not None and refreshed(later).superevent is not None
+    assert not refreshed(broken).grouping_done
+    with pytest.raises(TypeError):
+        superevents.process_event(broken.pk)
+    run = StepRun.objects.get(event=broken, step="superevent_manager")
+    assert run.status == "failed" and "TypeError" in run.error
+    superevents.process_event(later.pk)  # already handled
+    assert StepRun.objects.filter(event=later, step="superevent_manager").count() == 1
+
+
+def test_a_failing_batch_falls_back_to_one_event_at_a_time(manager_held_back, monkeypatch):
+    events = [make_event(gpstime=T0 + 10 * i) for i in range(3)]
+    mark_done = superevents.mark_done
+
+    def fails_for_several(batch):
+        if len(batch) > 1:
+            raise RuntimeError("trouble with a batch")
+        mark_done(batch)
+
+    monkeypatch.setattr(superevents, "mark_done", fails_for_several)
+    for event in reversed(events):
+        superevents.process_event(event.pk)
+    assert [refreshed(e).superevent.superevent_id for e in events] == ["S190425c", "S190425b", "S190425a"]
+    assert all(refreshed(e).grouping_done for e in events)

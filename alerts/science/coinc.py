@@ -14,6 +14,7 @@ without a parser traceback.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import lal
 import lal.series
 from igwn_ligolw import ligolw, lsctables
+from igwn_ligolw import types as ligolw_types
 from igwn_ligolw import utils as ligolw_utils
 from ligo.skymap.util import ilwd
 
@@ -46,6 +48,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 F_LOW_PARAM_NAMES = frozenset(
     {"f-low", "flow", "f-min", "fmin", "low-frequency-cutoff"}
 )
+
+#: What error messages call a coinc.xml upload.
+_COINC_FILE = "coinc file"
 
 #: Name of the ``LIGO_LW`` element that carries one frequency series, as
 #: written by ``lal.series.make_psd_xmldoc``.
@@ -85,6 +90,220 @@ class _ContentHandler(ligolw.LIGOLWContentHandler):
     Uploads written before igwn-ligolw switched to integer IDs (e.g. gstlal
     in O1-O3) still circulate; ligo.skymap's adapter converts them on the fly.
     """
+
+
+# --- a quicker load of the same document ------------------------------------
+#
+# igwn-ligolw (2.1) spends three quarters of a coinc.xml load on bookkeeping,
+# not on the data: every Column appended to a Table re-derives the whole
+# column list to look for duplicates (quadratic in the ~60-100 sngl_inspiral
+# columns), every element's constructor lists its class's valid attributes
+# with dir(), every read of a Table's or Column's .Name runs a regular
+# expression, and every tree walk (columnnames, get_table) recurses into each
+# Column and copies lists.  The loader below builds the same tree from the
+# same elements, with the same checks and error messages (tests/science/
+# test_coinc.py compares it with the stock loader), through private
+# subclasses that only avoid that repeated work.  They are made per element
+# class and never registered in Table.TableByName, so other users of
+# igwn-ligolw in the process (ligo.skymap, lal.series) are unaffected; the
+# documents they make are read here and never leave this module.
+
+_VALID_ATTRIBUTES: dict[type, frozenset] = {}
+_QUICK_CLASSES: dict[type, type] = {}
+
+#: Elements whose ``Name`` attribute ligolw decodes with a name class, as
+#: ``Name = attributeproxy("Name", enc=Codec.enc, dec=Codec)``.
+_NAME_CODECS = ((ligolw.Table, "TableName"), (ligolw.Column, "ColumnName"))
+
+#: Distinct names remembered per element class (real documents use a few
+#: hundred column names; the bound keeps hostile uploads from growing it).
+_NAME_CACHE_SIZE = 4096
+
+
+class _QuickElement:
+    """Mixin: valid attribute names computed once, a flatter tree walk."""
+
+    @classmethod
+    def validattributes(cls):
+        try:
+            return _VALID_ATTRIBUTES[cls]
+        except KeyError:
+            names = _VALID_ATTRIBUTES[cls] = super().validattributes()
+            return names
+
+    def getElements(self, filter):
+        # Element.getElements' result, in its order (each child's subtree,
+        # then this element), without a call and two list copies per leaf:
+        # Table.columnnames & co. and get_table() walk every Column of a
+        # table, several times per load.
+        elements = []
+        for child in self.childNodes:
+            if child.childNodes:
+                elements.extend(child.getElements(filter))
+            elif filter(child):
+                elements.append(child)
+        if filter(self):
+            elements.append(self)
+        return elements
+
+
+class _QuickTable(_QuickElement):
+    """Mixin for Table classes: O(1) checks of each Column the parser appends.
+
+    ``ligolw.Table._verifyChildren`` checks, after every append, the order of
+    the children, the new Column's name and type against ``validcolumns``,
+    and that no two Columns share a name (rebuilding the name list each
+    time).  Here the names seen so far are remembered, so appending Column
+    ``n + 1`` to ``n`` already verified children checks only the new one,
+    with the stock messages.  Anything else (the first Column, Comments,
+    the Stream, inserts, a verified prefix that changed) runs the stock
+    check and re-derives the remembered names from scratch.  (Renaming a
+    Column after appending it would go unnoticed; the parser never does.)
+    """
+
+    #: Keep this private class: Table.__new__ would otherwise substitute the
+    #: class registered under the table's name.
+    TableByName: dict = {}
+
+    def _verifyChildren(self, i):
+        children = self.childNodes
+        child = children[i]
+        verified = self.__dict__.get("_verified_columns")
+        if (
+            verified is None
+            or child.tagName != ligolw.Column.tagName
+            or i != len(children) - 1
+            or i != verified[0]
+            # The previous sibling may have grown children (of its own) since
+            # it was verified, and the stock check would count nested
+            # Columns; after a Stream it reports the misplaced Column.
+            or (
+                i > 0
+                and (
+                    bool(children[i - 1].childNodes)
+                    or children[i - 1].tagName
+                    not in (ligolw.Column.tagName, ligolw.Comment.tagName)
+                )
+            )
+        ):
+            super()._verifyChildren(i)
+            self._verified_columns = (
+                (len(children), set(self.columnnames))
+                if child.tagName == ligolw.Column.tagName
+                else None
+            )
+            return
+        # The stock checks for the new Column, in the stock order (which
+        # matters for a Column missing its Name or Type attribute).
+        if self.validcolumns is not None:
+            if child.Name in self.validcolumns:
+                expected_type = self.validcolumns[child.Name]
+            elif child.getAttribute("Name") in self.validcolumns:
+                expected_type = self.validcolumns[child.getAttribute("Name")]
+            else:
+                raise ligolw.ElementError(
+                    "invalid Column '%s' for Table '%s'" % (child.Name, self.Name)
+                )
+            if expected_type != child.Type:
+                raise ligolw.ElementError(
+                    "invalid type '%s' for Column '%s' in Table '%s', "
+                    "expected type '%s'"
+                    % (child.Type, child.Name, self.Name, expected_type)
+                )
+        if child.Type not in ligolw_types.ToPyType:
+            raise ligolw.ElementError(
+                "unrecognized Type '%s' for Column '%s' in Table '%s'"
+                % (child.Type, child.Name, self.Name)
+            )
+        names = verified[1]
+        name = child.Name
+        if name in names:
+            raise ligolw.ElementError(
+                "duplicate Column '%s' in Table '%s'" % (name, self.Name)
+            )
+        names.add(name)
+        self._verified_columns = (len(children), names)
+
+
+def _quick(cls: type) -> type:
+    """The private quick-loading subclass of an igwn-ligolw element class."""
+    try:
+        return _QUICK_CLASSES[cls]
+    except KeyError:
+        pass
+    # The public class's name, so that messages naming the class (e.g.
+    # "<class '...SnglInspiralTable'> does not hold text") read the same.
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    if issubclass(cls, (ligolw.Table, ligolw.Array)):
+        # Table and Array elements make their Stream child from cls.Stream.
+        namespace["Stream"] = _quick(cls.Stream)
+    for element_class, codec_name in _NAME_CODECS:
+        if issubclass(cls, element_class):
+            # ligolw's own declaration of .Name, with the decoding (a regular
+            # expression match per access, a pure function of the attribute's
+            # text) memoized: columnnames and friends decode every Column's
+            # Name several times per table.
+            codec = getattr(cls, codec_name)
+            namespace["Name"] = ligolw.attributeproxy(
+                "Name",
+                enc=codec.enc,
+                dec=functools.lru_cache(maxsize=_NAME_CACHE_SIZE)(codec),
+            )
+    mixin = _QuickTable if issubclass(cls, ligolw.Table) else _QuickElement
+    quick = _QUICK_CLASSES[cls] = type(cls.__name__, (mixin, cls), namespace)
+    return quick
+
+
+class _QuickContentHandler(ligolw.LIGOLWContentHandler):
+    """`_ContentHandler`'s tree, built through `_quick` classes.
+
+    Load with `_quick_content_handler`, which adds ligo.skymap's legacy-ID
+    adapter per document.
+    """
+
+    def startArray(self, parent, attrs):
+        return _quick(ligolw.Array)(attrs)
+
+    def startColumn(self, parent, attrs):
+        return _quick(ligolw.Column)(attrs)
+
+    def startComment(self, parent, attrs):
+        return _quick(ligolw.Comment)(attrs)
+
+    def startDim(self, parent, attrs):
+        return _quick(ligolw.Dim)(attrs)
+
+    def startLIGO_LW(self, parent, attrs):
+        return _quick(ligolw.LIGO_LW)(attrs)
+
+    def startParam(self, parent, attrs):
+        return _quick(ligolw.Param)(attrs)
+
+    def startTable(self, parent, attrs):
+        # What Table.__new__ would pick: the class registered for the name
+        # (lsctables registers its tables on import), else a plain Table.
+        name = ligolw.Table.TableName(attrs["Name"])
+        return _quick(ligolw.Table.TableByName.get(name, ligolw.Table))(attrs)
+
+    def startTime(self, parent, attrs):
+        return _quick(ligolw.Time)(attrs)
+
+
+def _quick_content_handler(document):
+    """A `_QuickContentHandler` with the legacy-ID adapter, for one document.
+
+    ``ilwd.use_in`` remembers, in a dict shared by every document its class
+    loads, the legacy ``ilwd:char`` columns whose conversion waits for their
+    table's Stream, keyed by the table's ``id()``.  A document that fails in
+    between leaves its entries behind, and a later document whose table
+    reuses that id() then has valid integer IDs rejected as "not formatted
+    like an ilwd".  A class per document keeps every load independent of
+    what was loaded before (the cost is some 25 us per document).
+    """
+    handler_class = ilwd.use_in(
+        type("_QuickContentHandler", (_QuickContentHandler,), {})
+    )
+    return handler_class(document)
 
 
 @dataclass(frozen=True)
@@ -139,7 +358,11 @@ def _cell(row, column: str):
 
 
 def _load_document(data: bytes, error: type[ValueError], what: str):
-    """Parse (possibly gzipped) LIGO-LW bytes, raising ``error`` on failure."""
+    """Parse (possibly gzipped) LIGO-LW bytes, raising ``error`` on failure.
+
+    The whole document is loaded and checked, as igwn-ligolw's stock loader
+    with `_ContentHandler` would, through `_quick_content_handler`.
+    """
     if not data:
         raise error(f"{what} is empty")
     if data[: len(GZIP_MAGIC)] == GZIP_MAGIC:
@@ -151,7 +374,7 @@ def _load_document(data: bytes, error: type[ValueError], what: str):
             raise error(f"{what} is empty after gzip decompression")
     try:
         xmldoc = ligolw_utils.load_fileobj(
-            io.BytesIO(data), compress=False, contenthandler=_ContentHandler
+            io.BytesIO(data), compress=False, contenthandler=_quick_content_handler
         )
         xmldoc.ensure_llw_at_toplevel()
     except _PARSE_FAILURES as exc:
@@ -251,8 +474,12 @@ def parse_coinc(data: bytes) -> CoincSummary:
     pipeline leaves out the network SNR it is taken as the quadrature sum of
     the trigger SNRs.
     """
-    what = "coinc file"
-    xmldoc = _load_document(data, CoincError, what)
+    return _summarize_coinc(_load_document(data, CoincError, _COINC_FILE))
+
+
+def _summarize_coinc(xmldoc) -> CoincSummary:
+    """`parse_coinc` of a loaded document (any loader's: the tests compare)."""
+    what = _COINC_FILE
     coinc_inspirals = _single_table(
         xmldoc, lsctables.CoincInspiralTable, CoincError, what
     )
