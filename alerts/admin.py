@@ -1,7 +1,26 @@
 """Django admin for operators and auditors: every model, searchable and filterable."""
 from django.contrib import admin
+from django.utils.html import format_html_join
 
 from alerts import models
+
+LABEL_BADGES_CSS = "alerts/labels.css"
+
+
+class LabelBadgesMixin:
+    """A ``label_list`` column of coloured badges (static/alerts/labels.css)
+    and a filter by label, for the event and superevent lists."""
+
+    class Media:
+        css = {"all": [LABEL_BADGES_CSS]}
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("labels")
+
+    @admin.display(description="labels")
+    def label_list(self, obj):
+        names = sorted(label.name for label in obj.labels.all())
+        return format_html_join("", '<span class="gw-label gw-label-{}">{}</span>', ((name, name) for name in names))
 
 
 class LabelInline(admin.TabularInline):
@@ -28,30 +47,25 @@ class FileInline(admin.TabularInline):
 
 
 @admin.register(models.Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(LabelBadgesMixin, admin.ModelAdmin):
     list_display = ["graceid", "group", "pipeline", "search", "gpstime", "far", "snr", "instruments",
-                    "offline", "superevent", "created"]
-    list_filter = ["category", "group", "pipeline", "search", "offline"]
+                    "offline", "superevent", "label_list", "created"]
+    list_filter = ["category", "group", "pipeline", "search", "offline", "labels__name"]
     search_fields = ["graceid", "superevent__superevent_id", "instruments"]
     raw_id_fields = ["superevent"]
+    list_select_related = ["superevent"]
     inlines = [LabelInline, FileInline, LogInline]
 
 
 @admin.register(models.Superevent)
-class SupereventAdmin(admin.ModelAdmin):
+class SupereventAdmin(LabelBadgesMixin, admin.ModelAdmin):
     list_display = ["superevent_id", "category", "t_0", "t_start", "t_end", "preferred_event", "far", "label_list",
                     "created"]
-    list_filter = ["category", "date"]
+    list_filter = ["category", "date", "labels__name"]
     search_fields = ["superevent_id", "preferred_event__graceid", "labels__name"]
     raw_id_fields = ["preferred_event"]
+    list_select_related = ["preferred_event"]
     inlines = [LabelInline, FileInline, LogInline]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("preferred_event").prefetch_related("labels")
-
-    @admin.display(description="labels")
-    def label_list(self, obj):
-        return ", ".join(sorted(label.name for label in obj.labels.all()))
 
 
 @admin.register(models.SkymapSummary)

@@ -44,3 +44,21 @@ def test_lists_search_and_detail_pages_load(operator):
     filtered = operator.get(reverse("admin:alerts_event_changelist"), {"pipeline": "gstlal"})
     assert event.graceid.encode() in filtered.content
     assert Event.objects.count() == 1
+
+
+def test_superevent_list_shows_label_badges_and_filters_by_label(operator):
+    from django.contrib.staticfiles import finders
+
+    make_event(gpstime=1240215503.0)
+    make_event(gpstime=1240315503.0)
+    flagged, quiet = Superevent.objects.order_by("t_0")
+    add_label(flagged, "DQV")
+    url = reverse("admin:alerts_superevent_changelist")
+
+    listing = operator.get(url).content.decode()
+    assert '<span class="gw-label gw-label-DQV">DQV</span>' in listing
+    assert "alerts/labels.css" in listing
+    assert finders.find("alerts/labels.css"), "the badge stylesheet must ship in static/"
+
+    only_vetoed = operator.get(url, {"labels__name": "DQV"}).content.decode()
+    assert flagged.superevent_id in only_vetoed and quiet.superevent_id not in only_vetoed

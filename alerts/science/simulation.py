@@ -895,7 +895,7 @@ def mock_ranking_data_xml_gz(pipeline: str = "gstlal") -> bytes:
     """
     xmldoc = ligolw.Document()
     xmldoc.appendChild(ligolw.LIGO_LW())
-    process_table = lsctables.New(lsctables.ProcessTable)
+    process_table = lsctables.ProcessTable.new()
     xmldoc.childNodes[0].appendChild(process_table)
     process = process_table.RowType()
     process.program = f"mock-{pipeline}-ranking-data"
