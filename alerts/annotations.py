@@ -41,6 +41,8 @@ EM_BRIGHT = "em_bright.json"
 MULTIORDER_SUFFIX = ".multiorder.fits"
 SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = "SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"
 TRANSIENT_ERRORS = (OSError, MemoryError)
+# BAYESTAR runs as its own task, on the slow queue (settings.SLOW_TASKS).
+LOCALIZE_TASK = "alerts.annotations.localize_event"
 
 
 def policy():
@@ -85,7 +87,7 @@ def run_product_step(step, event, path, args, attempt, body):
 def localize_if_coinc_has_psd(event_pk):
     event = Event.objects.get(pk=event_pk)
     if event.group == "CBC" and event.extra_attributes.get("has_psd"):
-        localize_event(event_pk)
+        workers.enqueue(LOCALIZE_TASK, event_pk)
 
 
 def localize_event(event_pk, disabled_detectors=(), attempt=1):
@@ -111,7 +113,7 @@ def localize_event(event_pk, disabled_detectors=(), attempt=1):
         add_label(event, SKYMAP_READY)
         workers.enqueue("alerts.annotations.plot_skymap", event_pk, stored.pk)
 
-    run_product_step("bayestar", event, "alerts.annotations.localize_event", (event_pk, list(disabled)),
+    run_product_step("bayestar", event, LOCALIZE_TASK, (event_pk, list(disabled)),
                      attempt, body)
 
 
@@ -124,7 +126,7 @@ def relocalize(event, disabled_detectors):
         raise ValueError(f"{event.graceid} has no {', '.join(unknown)} trigger "
                          f"(instruments: {', '.join(event.instrument_list)})")
     log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=["sky_loc"])
-    workers.enqueue("alerts.annotations.localize_event", event.pk, sorted(disabled_detectors))
+    workers.enqueue(LOCALIZE_TASK, event.pk, sorted(disabled_detectors))
 
 
 def store_skymap(event, name, fits_bytes, summary, message):
@@ -275,7 +277,7 @@ def on_event_file(event_pk, file_pk):
     event = Event.objects.get(pk=event_pk)
     stored = File.objects.get(pk=file_pk)
     if event.group == "CBC" and stored.name == PSD:
-        localize_event(event_pk)
+        workers.enqueue(LOCALIZE_TASK, event_pk)
     elif event.group == "CBC" and stored.name == RANKING_DATA:
         compute_pastro(event_pk)
     elif stored.name.endswith(".p_astro.json"):

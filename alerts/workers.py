@@ -4,6 +4,9 @@
 over only after the current database transaction commits, so a worker never
 sees half-written data and a rolled-back upload triggers nothing.
 
+Long tasks (``SLOW_TASKS``: BAYESTAR, plots) go to a queue of their own,
+served by a second worker cluster, so they never hold up the alert path.
+
 Delayed work goes into the ``DelayedTask`` table; the timer (``run_timer``,
 started by ``manage.py qcluster``) polls it every ``TIMER_POLL_S`` seconds
 and hands due tasks to django-q2. django-q2's own scheduler only looks at
@@ -56,7 +59,21 @@ def enqueue(path, *args, delay_s=0.0):
 def _hand_to_django_q(path, args):
     from django_q.tasks import async_task
 
-    async_task(path, *args, task_name=_task_name(path, args))
+    async_task(path, *args, task_name=_task_name(path, args), cluster=queue_for(path))
+
+
+def slow_queue_name():
+    """The slow cluster's queue: the main queue's name plus a suffix, read
+    from django-q2's configuration so that every process agrees on it."""
+    from django_q.conf import Conf
+
+    return Conf.PREFIX + settings.SLOW_QUEUE_SUFFIX
+
+
+def queue_for(path):
+    """The queue a task goes to: the slow one for SLOW_TASKS, else the main
+    one (None: django-q2's default)."""
+    return slow_queue_name() if path in policy()["SLOW_TASKS"] else None
 
 
 def _task_name(path, args):

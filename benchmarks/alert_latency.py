@@ -223,7 +223,7 @@ def worker_env(env):
         "ORCHESTRATOR_SECOND_PRELIMINARY": "0",
         "ORCHESTRATOR_DETCHAR_FRAME_GLOB": "",
         "ORCHESTRATOR_LOG_LEVEL": "WARNING",
-        "Q_CLUSTER_NAME": env.cluster_name,
+        "Q_QUEUE_NAME": env.cluster_name,
         "Q_WORKERS": str(env.workers),
     })
     if env.redis_url:
@@ -281,7 +281,8 @@ def django_q_broker(redis_url, cluster_name):
         if redis_url:
             import redis
 
-            redis.from_url(redis_url).delete(f"django_q:{cluster_name}:q")
+            for queue in (cluster_name, cluster_name + settings.SLOW_QUEUE_SUFFIX):
+                redis.from_url(redis_url).delete(f"django_q:{queue}:q")
 
 
 @contextlib.contextmanager

@@ -145,8 +145,19 @@ REST_FRAMEWORK = {
 # REDIS_URL switches django-q2 from its ORM broker (the database, nothing to
 # install) to Redis, for several worker machines sharing the load.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Tasks that take seconds to minutes (BAYESTAR, plots) go to their own queue,
+# served by a second cluster of Q_SLOW_WORKERS processes that `manage.py
+# qcluster` starts beside the main one, so a burst of sky maps never keeps the
+# alert path (superevent manager, orchestrator, notices) waiting for a free
+# worker. Q_SLOW_WORKERS=0 puts everything on the main queue. django-q2 reads
+# Q_CLUSTER_NAME to pick an alternative cluster, so the main queue's name has
+# its own variable, Q_QUEUE_NAME.
+Q_QUEUE_NAME = os.environ.get("Q_QUEUE_NAME", "orchestrator")
+SLOW_QUEUE_SUFFIX = "-slow"
+Q_SLOW_WORKERS = int(os.environ.get("Q_SLOW_WORKERS", "1"))
 Q_CLUSTER = {
-    "name": os.environ.get("Q_CLUSTER_NAME", "orchestrator"),
+    "name": Q_QUEUE_NAME,
+    "ALT_CLUSTERS": {Q_QUEUE_NAME + SLOW_QUEUE_SUFFIX: {"workers": max(Q_SLOW_WORKERS, 1)}},
     "workers": int(os.environ.get("Q_WORKERS", "2")),
     "timeout": int(os.environ.get("Q_TIMEOUT_S", "600")),
     "retry": int(os.environ.get("Q_RETRY_S", "660")),
@@ -155,6 +166,9 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Task queue",
+    # django-q2's own log ("Enqueued ...", "Processed ..."); the demo's
+    # replay sets WARNING so its progress bar stays readable.
+    "log_level": os.environ.get("Q_LOG_LEVEL", "INFO"),
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
@@ -183,6 +197,12 @@ ORCHESTRATOR = {
     # How often the timer looks for due delayed tasks (seconds); bounds how
     # late a wait such as orchestrator_timeout can fire.
     "TIMER_POLL_S": env_float("ORCHESTRATOR_TIMER_POLL_S", 0.05),
+    # Tasks sent to the slow queue (see Q_SLOW_WORKERS); empty when it is off.
+    "SLOW_TASKS": [
+        "alerts.annotations.localize_event",
+        "alerts.annotations.plot_skymap",
+        "alerts.annotations.plot_probabilities",
+    ] if Q_SLOW_WORKERS > 0 else [],
     # Events whose FAR is above this (Hz) do not form superevents.
     "SUPEREVENT_FAR_THRESHOLD": env_float("ORCHESTRATOR_SUPEREVENT_FAR_THRESHOLD", 1 / HOUR_S),
     # Half-width of the superevent window around a CBC event's time, per

@@ -21,13 +21,15 @@ $PY manage.py qcluster > var/worker.log 2>&1 &
 pids+=($!)
 sleep 3
 echo "Replaying $REPLAY_COUNT mock sources (MDC events) ..."
-$PY manage.py replay --count "$REPLAY_COUNT" --rate 2
+Q_LOG_LEVEL=WARNING $PY manage.py replay --count "$REPLAY_COUNT" --rate 2
 cat <<MSG
 
 The orchestrator is running:
   admin      http://127.0.0.1:$PORT/admin/   (user admin, password admin)
              superevents: http://127.0.0.1:$PORT/admin/alerts/superevent/
   REST API   http://127.0.0.1:$PORT/api/superevents/
+  notices    var/outbox/<superevent>/ (JSON, Avro, VOEvent), once BAYESTAR has made
+             each sky map (10-30 s per event on a laptop, one at a time)
   logs       var/web.log (web server), var/worker.log (django-q2 workers)
 Press Ctrl-C to stop.
 MSG

@@ -86,6 +86,31 @@ def test_delayed_task_fires_after_its_due_time(qcluster):
     assert DelayedTask.objects.get().fired is not None
 
 
+SLOW_PROBE = "tests.worker_probe.slow_probe"
+SLOW_PROBE_S = 10
+
+
+@pytest.fixture
+def slow_probe_routed(settings):
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR,
+                             "SLOW_TASKS": [*settings.ORCHESTRATOR["SLOW_TASKS"], SLOW_PROBE]}
+
+
+def test_slow_tasks_never_hold_up_the_alert_path(slow_probe_routed, qcluster):
+    """Long tasks (BAYESTAR) go to the slow cluster that qcluster starts, so
+    a task on the main queue runs while they are still busy: with one shared
+    queue, two 10 s tasks would occupy both main workers first."""
+    event = make_event(far=1e-3)  # no superevent: nothing else runs
+    for _ in range(2):
+        workers.enqueue(SLOW_PROBE, event.pk, SLOW_PROBE_S)
+    workers.enqueue("tests.worker_probe.mark_fired", event.pk, "now")
+    slow_done = event.logs.filter(message__startswith="slow probe done")
+    wait_for(lambda: event.labels.filter(name=FIRED_LABEL).exists(), "the main-queue task", qcluster)
+    assert not slow_done.exists(), "the main-queue task waited for the slow tasks"
+    wait_for(lambda: slow_done.count() == 2, "the slow tasks", qcluster)
+    assert {entry.message.split()[-1] for entry in slow_done} == {workers.slow_queue_name()}
+
+
 def test_fire_due_tasks_claims_each_task_once(queued):
     past = timezone.now() - datetime.timedelta(seconds=1)
     future = timezone.now() + datetime.timedelta(hours=1)

@@ -12,3 +12,12 @@ def mark_fired(event_pk, due_iso):
     event = Event.objects.get(pk=event_pk)
     log(event, f"probe fired at {timezone.now().isoformat()} (due {due_iso})")
     add_label(event, FIRED_LABEL)
+
+
+def slow_probe(event_pk, seconds):
+    """Stand in for BAYESTAR: hold a worker, then log which cluster ran it."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    log(Event.objects.get(pk=event_pk), f"slow probe done on cluster {os.environ.get('Q_CLUSTER_NAME', 'main')}")

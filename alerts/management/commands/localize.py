@@ -2,7 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from alerts import workers
-from alerts.annotations import localize_event, relocalize
+from alerts.annotations import LOCALIZE_TASK, localize_event, relocalize
 from alerts.models import Event
 
 BAD_INPUT_STATUS = 2
@@ -30,7 +30,7 @@ class Command(BaseCommand):
             if disable_detector:
                 relocalize(event, disable_detector)
             else:
-                workers.enqueue("alerts.annotations.localize_event", event.pk, [])
+                workers.enqueue(LOCALIZE_TASK, event.pk, [])
         except ValueError as error:
             raise CommandError(str(error), returncode=BAD_INPUT_STATUS) from None
         return f"{graceid}: re-localization queued"
