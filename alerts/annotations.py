@@ -41,8 +41,10 @@ EM_BRIGHT = "em_bright.json"
 MULTIORDER_SUFFIX = ".multiorder.fits"
 SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = "SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"
 TRANSIENT_ERRORS = (OSError, MemoryError)
-# BAYESTAR runs as its own task, on the slow queue (settings.SLOW_TASKS).
+# BAYESTAR runs as its own task, on the slow queue (settings.SLOW_TASKS);
+# uploads queue it "in turn" (preferred events first), advocates directly.
 LOCALIZE_TASK = "alerts.annotations.localize_event"
+LOCALIZE_IN_TURN_TASK = "alerts.annotations.localize_in_turn"
 
 
 def policy():
@@ -87,7 +89,31 @@ def run_product_step(step, event, path, args, attempt, body):
 def localize_if_coinc_has_psd(event_pk):
     event = Event.objects.get(pk=event_pk)
     if event.group == "CBC" and event.extra_attributes.get("has_psd"):
-        workers.enqueue(LOCALIZE_TASK, event_pk)
+        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
+
+
+def alert_may_wait_for(event):
+    """Whether an alert may be waiting for this event's sky map: it is the
+    preferred event of its superevent, or not grouped yet."""
+    if not event.grouping_done:
+        return True
+    return event.superevent is not None and event.superevent.preferred_event_id == event.pk
+
+
+def localize_in_turn(event_pk, deferred=False):
+    """BAYESTAR, preferred events first.
+
+    BAYESTAR takes tens of seconds on a small machine and the slow queue is
+    first in, first out, so during a burst an alert could wait behind the
+    sky maps of events no alert uses. An event that no alert waits for goes
+    once to the back of the queue; the second time it runs regardless.
+    """
+    event = Event.objects.select_related("superevent").get(pk=event_pk)
+    if not deferred and not alert_may_wait_for(event):
+        logger.info("sky map of %s queued behind the preferred events'", event.graceid)
+        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk, True)
+        return
+    localize_event(event_pk)
 
 
 def localize_event(event_pk, disabled_detectors=(), attempt=1):
@@ -277,7 +303,7 @@ def on_event_file(event_pk, file_pk):
     event = Event.objects.get(pk=event_pk)
     stored = File.objects.get(pk=file_pk)
     if event.group == "CBC" and stored.name == PSD:
-        workers.enqueue(LOCALIZE_TASK, event_pk)
+        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
     elif event.group == "CBC" and stored.name == RANKING_DATA:
         compute_pastro(event_pk)
     elif stored.name.endswith(".p_astro.json"):

@@ -199,6 +199,7 @@ ORCHESTRATOR = {
     "TIMER_POLL_S": env_float("ORCHESTRATOR_TIMER_POLL_S", 0.05),
     # Tasks sent to the slow queue (see Q_SLOW_WORKERS); empty when it is off.
     "SLOW_TASKS": [
+        "alerts.annotations.localize_in_turn",
         "alerts.annotations.localize_event",
         "alerts.annotations.plot_skymap",
         "alerts.annotations.plot_probabilities",

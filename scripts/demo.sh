@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT=${PORT:-8000}
 REPLAY_COUNT=${REPLAY_COUNT:-10}
+# BAYESTAR takes 20-60 s per event on a two-core laptop and the demo's one
+# slow worker makes the sky maps one at a time (preferred events first), so
+# the demo lets a preliminary alert wait longer for its sky map than the
+# default ANNOTATION_MAX_WAIT_S, sized for a deployment with workers to spare.
+export ORCHESTRATOR_ANNOTATION_MAX_WAIT_S=${ORCHESTRATOR_ANNOTATION_MAX_WAIT_S:-900}
 
 $PY manage.py migrate --noinput
 DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_PASSWORD=admin DJANGO_SUPERUSER_EMAIL=admin@example.org \

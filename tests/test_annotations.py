@@ -168,3 +168,31 @@ def test_pipeline_p_astro_is_validated_and_used_as_is(settings):
     add_event_file(broken, "mbta.p_astro.json", b'{"BNS": 2.0}')
     assert "PASTRO_READY" not in broken.label_names()
     assert StepRun.objects.get(event=broken, step="pipeline_p_astro").status == "failed"
+
+
+def test_sky_maps_alerts_wait_for_go_first(monkeypatch):
+    """On the slow queue an event no alert waits for (not preferred, or no
+    superevent) steps back once; preferred and ungrouped events run at once."""
+    from tests.factories import T0
+
+    preferred = make_event(snr=12.0)
+    other = make_event(gpstime=T0 + 0.1, snr=8.0)
+    lone = make_event(gpstime=T0 + 1000, far=1e-3)
+    ungrouped = make_event(gpstime=T0 + 2000)
+    Event.objects.filter(pk=ungrouped.pk).update(grouping_done=False, superevent=None)
+    for event in (preferred, other, lone):
+        event.refresh_from_db()
+    assert other.superevent == preferred.superevent and lone.superevent is None
+    assert preferred.superevent.preferred_event_id == preferred.pk
+
+    queued, ran = [], []
+    monkeypatch.setattr(annotations.workers, "enqueue", lambda path, *args, **kw: queued.append((path, args)))
+    monkeypatch.setattr(annotations, "localize_event", lambda pk, *args, **kwargs: ran.append(pk))
+    for event in (other, lone, preferred, ungrouped):
+        annotations.localize_in_turn(event.pk)
+    assert ran == [preferred.pk, ungrouped.pk]
+    assert queued == [(annotations.LOCALIZE_IN_TURN_TASK, (other.pk, True)),
+                      (annotations.LOCALIZE_IN_TURN_TASK, (lone.pk, True))]
+    for _, args in queued:
+        annotations.localize_in_turn(*args)
+    assert ran == [preferred.pk, ungrouped.pk, other.pk, lone.pk]
