@@ -6,7 +6,10 @@ An upload is one transaction: a bad file rejects the whole upload and leaves
 nothing behind; the rejection itself is recorded.
 """
 import dataclasses
+import json
 import logging
+import math
+import re
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +32,14 @@ REJECTION_EXCERPT_CHARS = 500
 MAX_FILE_NAME_CHARS = 128
 # Tags given to files by name when the uploader gives none.
 DEFAULT_TAGS = {PSD_FILENAME: ["psd"], RANKING_DATA_FILENAME: ["ranking_data"], COINC_FILENAME: ["coinc"]}
+# Label names the store accepts (Label.name's max_length; the API's LabelSerializer).
+LABEL_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+# Detector prefixes as LAL and GraceDB write them (H1, L1, V1, K1 ...).
+INSTRUMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]$")
+# Event.instruments' max_length.
+MAX_INSTRUMENTS_CHARS = 64
+# How much of an odd value an error message quotes.
+QUOTED_VALUE_CHARS = 40
 
 
 class UploadError(ValueError):
@@ -50,6 +61,9 @@ def reject(source, reason, excerpt=b""):
 def validate_origin(group, pipeline, search):
     """Group, pipeline and search must be known (case-insensitive pipeline)."""
     pipelines = policy()["PIPELINES"]
+    for what, value in (("group", group), ("pipeline", pipeline), ("search", search)):
+        if not isinstance(value, str):
+            raise UploadError(f"{what} must be a string, got {quoted(value)}")
     if group not in pipelines:
         raise UploadError(f"unknown group {group!r}; expected one of {', '.join(pipelines)}")
     if pipeline.lower() not in pipelines[group]:
@@ -72,6 +86,75 @@ def attributes_from_coinc(summary):
              if key not in {"gpstime", "far", "snr", "instruments"}}
     return {"gpstime": summary.gpstime, "far": summary.far, "snr": summary.snr,
             "instruments": list(summary.instruments), "extra_attributes": extra}
+
+
+def quoted(value):
+    """``repr(value)`` cut short, for one-line error messages."""
+    text = repr(value)
+    return text if len(text) <= QUOTED_VALUE_CHARS else text[:QUOTED_VALUE_CHARS] + "..."
+
+
+def finite_number(value, what, non_negative=False):
+    """``value`` as a float; UploadError unless a finite number (>= 0 if asked).
+
+    NaN and infinities pass ``float()`` (JSON messages may even spell them)
+    but break the superevent manager's windows and every comparison of FARs.
+    """
+    if value is None or isinstance(value, bool):
+        raise UploadError(f"{what} must be a number, got {quoted(value)}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UploadError(f"{what} must be a number, got {quoted(value)}") from None
+    if not math.isfinite(number):
+        raise UploadError(f"{what} must be finite, got {number}")
+    if non_negative and number < 0:
+        raise UploadError(f"{what} must not be negative, got {number}")
+    return number
+
+
+def validate_labels(labels):
+    """Label names given with a new event (e.g. an ingested GraceDB object)."""
+    if not isinstance(labels, (list, tuple, set, frozenset)):
+        raise UploadError(f"labels must be a list of label names, got {quoted(labels)}")
+    for name in labels:
+        if not isinstance(name, str) or not LABEL_NAME.match(name):
+            raise UploadError(f"label name must be 1-32 letters, digits or underscores, got {quoted(name)}")
+    return list(labels)
+
+
+def validate_instruments(instruments):
+    """Detector names, from a list or a comma-separated string; sorted, without repeats."""
+    if isinstance(instruments, str):
+        instruments = [ifo.strip() for ifo in instruments.split(",") if ifo.strip()]
+    if not isinstance(instruments, (list, tuple)):
+        raise UploadError(f"instruments must be a list or a comma-separated string, got {quoted(instruments)}")
+    if not instruments:
+        raise UploadError("event attributes lack the instruments")
+    for ifo in instruments:
+        if not isinstance(ifo, str) or not INSTRUMENT_NAME.match(ifo):
+            raise UploadError(f"instrument names are detector prefixes such as H1 or V1, got {quoted(ifo)}")
+    instruments = sorted(set(instruments))
+    if len(",".join(instruments)) > MAX_INSTRUMENTS_CHARS:
+        raise UploadError(f"too many instruments ({len(instruments)})")
+    return instruments
+
+
+def validate_extra_attributes(extra):
+    """Extra attributes are a JSON object of plain JSON values.
+
+    PostgreSQL's jsonb refuses NaN and Infinity, which Python's json module
+    reads and writes; refusing them here keeps the reason one clear line.
+    """
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise UploadError(f"extra_attributes must be a JSON object, got {quoted(extra)}")
+    try:
+        json.dumps(extra, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise UploadError(f"extra_attributes must hold plain JSON values (no NaN or Infinity): {error}") from None
+    return dict(extra)
 
 
 def validate_file_name(name):
@@ -104,10 +187,16 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
     """
     validate_origin(group, pipeline, search)
     category = category_for(search, category)
+    labels = validate_labels(labels)
+    graceid_chars = Event._meta.get_field("graceid").max_length
+    if graceid is not None and (not isinstance(graceid, str) or not 0 < len(graceid) <= graceid_chars):
+        raise UploadError(f"event id must be 1-{graceid_chars} characters, got {quoted(graceid)}")
     if coinc is not None:
         try:
             fields = attributes_from_coinc(parse_coinc(coinc))
-        except CoincError as error:
+            fields["instruments"] = validate_instruments(fields["instruments"])
+            fields["extra_attributes"] = validate_extra_attributes(fields["extra_attributes"])
+        except (CoincError, UploadError) as error:
             raise UploadError(f"{COINC_FILENAME}: {error}") from None
     elif attributes is not None:
         fields = validate_attributes(attributes)
@@ -120,7 +209,7 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
         event = Event.objects.create(
             group=group, pipeline=pipeline.lower(), search=search, category=category, offline=offline,
             gpstime=fields["gpstime"], far=fields["far"], snr=fields.get("snr"),
-            instruments=",".join(sorted(fields["instruments"])),
+            instruments=",".join(fields["instruments"]),
             extra_attributes=fields.get("extra_attributes", {}),
         )
         event.graceid = graceid or f"{GRACEID_PREFIX[category]}{GRACEID_OFFSET + event.pk}"
@@ -151,21 +240,20 @@ def add_event_file(event, name, data, tags=None, message=None):
 
 
 def validate_attributes(attributes):
-    """Fields for an event given as attributes (ingested or Burst)."""
-    try:
-        gpstime = float(attributes["gpstime"])
-        far = float(attributes["far"])
-    except KeyError as missing:
-        raise UploadError(f"event attributes lack {missing.args[0]!r}") from None
-    except (TypeError, ValueError):
-        raise UploadError("event gpstime and far must be numbers") from None
-    instruments = attributes.get("instruments") or []
-    if isinstance(instruments, str):
-        instruments = [ifo.strip() for ifo in instruments.split(",") if ifo.strip()]
-    if not instruments:
-        raise UploadError("event attributes lack the instruments")
-    if far < 0:
-        raise UploadError(f"FAR must not be negative, got {far}")
+    """Fields for an event given as attributes (ingested or Burst).
+
+    Raises UploadError for any value the store or the superevent manager
+    could not use: a missing or non-finite time, a negative or non-finite
+    FAR or SNR, odd instruments, extra attributes that are not plain JSON.
+    """
+    for key in ("gpstime", "far"):
+        if attributes.get(key) is None:
+            raise UploadError(f"event attributes lack {key!r}")
     snr = attributes.get("snr")
-    return {"gpstime": gpstime, "far": far, "snr": None if snr is None else float(snr),
-            "instruments": instruments, "extra_attributes": dict(attributes.get("extra_attributes") or {})}
+    return {
+        "gpstime": finite_number(attributes["gpstime"], "gpstime"),
+        "far": finite_number(attributes["far"], "FAR", non_negative=True),
+        "snr": None if snr is None else finite_number(snr, "SNR", non_negative=True),
+        "instruments": validate_instruments(attributes.get("instruments") or []),
+        "extra_attributes": validate_extra_attributes(attributes.get("extra_attributes")),
+    }

@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from alerts.models import Event, File, Label, Log, Rejection, Superevent
-from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
+from tests.intake import damaged_array, superevent_manager_only  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("superevent_manager_only")]
 
@@ -194,6 +194,62 @@ def test_bad_psd_refuses_the_whole_upload(client, source):
     assert not Event.objects.exists()
     assert not File.objects.exists()
     assert Rejection.objects.count() == 1
+
+
+def test_ranking_data_is_stored_on_the_event(client, source, superevent_manager_only):
+    gstlal, _ = source
+    ranking_data = gzip.compress(b"<?xml version='1.0'?><LIGO_LW><!-- gstlal ranking statistic --></LIGO_LW>")
+    response = post_event(client, gstlal, ranking_data=SimpleUploadedFile("rankingstat.xml.gz", ranking_data))
+    assert response.status_code == 201, response.content
+    graceid = response.json()["graceid"]
+
+    listing = {f["filename"]: f for f in client.get(f"/api/events/{graceid}/files/").json()}
+    assert set(listing) == {"coinc.xml,1", "psd.xml.gz,1", "ranking_data.xml.gz,1"}
+    assert listing["ranking_data.xml.gz,1"]["sha256"] == hashlib.sha256(ranking_data).hexdigest()
+    assert "ranking_data" in listing["ranking_data.xml.gz,1"]["tags"]
+    assert client.get(f"/api/events/{graceid}/files/ranking_data.xml.gz").content == ranking_data
+    stored = File.objects.get(event__graceid=graceid, name="ranking_data.xml.gz")
+    assert any(args == (stored.event_id, stored.pk) for _, args in superevent_manager_only)
+
+
+def test_damaged_snr_series_in_coinc_is_a_400(client, source):
+    gstlal, _ = source
+    response = post_event(client, gstlal, coinc=SimpleUploadedFile("coinc.xml", damaged_array(gstlal.coinc_xml)))
+    error = assert_error(response, 400, "bytes were not decoded")
+    assert error.startswith("coinc.xml: ")
+    assert not Event.objects.exists()
+    assert not File.objects.exists()
+    assert (Rejection.objects.get().source, Rejection.objects.get().reason) == ("api", error)
+
+
+def test_damaged_spectrum_in_psd_is_a_400(client, source):
+    gstlal, _ = source
+    response = post_event(client, gstlal, psd=SimpleUploadedFile("psd.xml.gz", damaged_array(gstlal.psd_xml_gz)))
+    error = assert_error(response, 400, "bytes were not decoded")
+    assert error.startswith("psd.xml.gz: ")
+    assert not Event.objects.exists()
+    assert not File.objects.exists()
+    assert Rejection.objects.get().reason == error
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    ({"far": "-1"}, "FAR must not be negative"),
+    ({"far": "nan"}, "far"),
+    ({"far": "inf"}, "far"),
+    ({"gpstime": "nan"}, "gpstime"),
+    ({"snr": "inf"}, "snr"),
+    ({"snr": "-3"}, "SNR must not be negative"),
+])
+def test_burst_upload_with_impossible_values_is_refused(client, fields, fragment):
+    good = {"group": "Burst", "pipeline": "cwb", "search": "AllSky", "gpstime": "1400000000.5",
+            "far": "1e-9", "snr": "12", "instruments": "H1,L1"}
+    response = client.post("/api/events/", {**good, **fields}, format="multipart")
+    error = assert_error(response, 400)
+    assert fragment.lower() in error.lower()
+    assert not Event.objects.exists()
+    assert Rejection.objects.get().source == "api"
+    # The same upload with sane values is accepted: the refusal was about the value.
+    assert client.post("/api/events/", good, format="multipart").status_code == 201
 
 
 def test_missing_fields_are_reported_as_json(client):

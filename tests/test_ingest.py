@@ -11,6 +11,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils.module_loading import import_string
 
 from alerts.models import Event, File, Label, Log, Rejection, Superevent
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
@@ -311,6 +312,11 @@ def test_unreadable_source_exits_with_status_2(tmp_path):
     assert code == BAD_INPUT_STATUS
 
 
+def with_changes(obj, **changes):
+    """A copy of a GraceDB object with some values replaced."""
+    return {**obj, **changes}
+
+
 def test_odd_values_in_messages_are_rejected_without_stopping_the_stream(tmp_path, settings, source):
     """Values GraceDB would never send still cost one message, not the stream."""
     files_dir = tmp_path / "gracedb-files"
@@ -318,24 +324,206 @@ def test_odd_values_in_messages_are_rejected_without_stopping_the_stream(tmp_pat
     (files_dir / "G330100" / "psd.xml.gz").write_bytes(source.psd_xml_gz)
     settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "INGEST_FILES_DIR": str(files_dir)}
     obj = event_object("G330100", source)
-    bad_update = {**obj, "far": "very low"}
-    stream = json_lines(
-        new_event("G330100", source),
-        message("G330100", "update", data=bad_update, obj=bad_update),  # FAR not a number
-        message("G330100", "update", data={**obj, "far": -1.0}, obj={**obj, "far": -1.0}),
-        label_added("G330100", "X" * 40, obj=obj),  # longer than a label name may be
-        label_added("G330100", "not a label", obj=obj),
-        log_message("G330100", 2, "psd", filename="../G330100/psd.xml.gz", file_version=0, obj=obj),
-        label_added("G330100", "DQV", obj=obj),
-    )
+    nan, inf = float("nan"), float("inf")
+
+    def new(uid, **changes):
+        changed = with_changes(event_object(uid, source), **changes)
+        return message(uid, "new", data=changed, obj=changed)
+
+    def extra_with(table, **values):
+        extra = event_object("G0", source)["extra_attributes"]
+        if table == "SingleInspiral":
+            return {**extra, table: [{**row, **values} for row in extra[table]]}
+        return {**extra, table: {**extra[table], **values}}
+
+    long_uid = "G" + "3" * 40
+    bad = [  # (message, the uid its error names, a fragment of the reason)
+        (message("G330100", "update", data=with_changes(obj, far="very low"), obj=with_changes(obj, far="very low")),
+         "G330100", "FAR must be a number"),
+        (message("G330100", "update", data=with_changes(obj, far=-1.0), obj=with_changes(obj, far=-1.0)),
+         "G330100", "must not be negative"),
+        (message("G330100", "update", data=with_changes(obj, gpstime=nan), obj=with_changes(obj, gpstime=nan)),
+         "G330100", "gpstime must be finite"),
+        (label_added("G330100", "X" * 40, obj=obj), "G330100", "label name"),  # longer than a label name may be
+        (label_added("G330100", "not a label", obj=obj), "G330100", "label name"),
+        (log_message("G330100", 2, "psd", filename="../G330100/psd.xml.gz", file_version=0, obj=obj),
+         "G330100", "plain file name"),
+        (new("G330101", extra_attributes=extra_with("CoincInspiral", snr="loud")), "G330101", "SNR must be a number"),
+        (new("G330102", extra_attributes="x"), "G330102", "extra_attributes must be a JSON object"),
+        (new("G330103", instruments=5), "G330103", "instruments must be a list"),
+        (new("G330104", instruments=["H1", 7]), "G330104", "detector prefixes"),
+        (new("G330105", labels=["EMBRIGHT_READY", "X" * 40]), "G330105", "label name"),
+        (new("G330106", labels="DQV"), "G330106", "labels must be a list"),
+        (new("G330107", gpstime=nan), "G330107", "gpstime must be finite"),
+        (new("G330108", gpstime=10 ** 400), "G330108", "gpstime must be a number"),
+        (new("G330109", far=nan), "G330109", "FAR must be finite"),
+        (new("G330110", far=inf), "G330110", "FAR must be finite"),
+        (new("G330111", far=-1.0), "G330111", "FAR must not be negative"),
+        (new("G330112", extra_attributes=extra_with("CoincInspiral", snr=-4.0)), "G330112", "SNR must not be negative"),
+        (new("G330113", extra_attributes=extra_with("CoincInspiral", snr=nan)), "G330113", "SNR must be finite"),
+        (new("G330114", extra_attributes=extra_with("CoincInspiral", chisq=nan, snr=9.0)), "G330114", "no NaN"),
+        (new("G330115", extra_attributes=extra_with("SingleInspiral", mass1="heavy")), "G330115", "mass1"),
+        (new("G330116", extra_attributes=extra_with("SingleInspiral", mass2=0.0)), "G330116", "positive"),
+        (new("G330117", extra_attributes={"MultiBurst": "wide"}), "G330117", "MultiBurst must be an object"),
+        (new(long_uid), long_uid, "event id must be 1-32 characters"),
+        (log_message("G330100", 3, {"text": "not a string"}, obj=obj), "G330100", "comment must be text"),
+        (log_message("G330100", 4, "tagged", tags="psd", obj=obj), "G330100", "tag_names must be a list"),
+    ]
+    bad[-1][0]["data"]["tag_names"] = "psd"  # a string, where GraceDB sends a list
+    stream = json_lines(new_event("G330100", source), *(m for m, _, _ in bad),
+                        new_event("G330199", source), label_added("G330100", "DQV", obj=obj))
     out, err, code = ingest(tmp_path, stream)
+
     assert code == BAD_INPUT_STATUS
     errors = err.splitlines()
-    assert len(errors) == 5, err
-    assert all(line.startswith("rejected: G330100: ") for line in errors)
-    assert out.splitlines()[-1] == "2 applied, 5 rejected"
-    event = Event.objects.get()
-    assert event.far == source.far
+    assert len(errors) == len(bad), err
+    for line, (_, uid, fragment) in zip(errors, bad):
+        assert line.startswith(f"rejected: {uid}: "), line
+        assert fragment in line, line
+    assert out.splitlines()[-1] == f"3 applied, {len(bad)} rejected"
+    # The good messages after the bad ones were applied.
+    assert set(Event.objects.values_list("graceid", flat=True)) == {"G330100", "G330199"}
+    event = Event.objects.get(graceid="G330100")
+    assert event.far == source.far and event.gpstime == source.gpstime
     assert event.label_names() == {"DQV"}
     assert not File.objects.exists()
-    assert Rejection.objects.count() == 5
+    assert not Label.objects.filter(name__startswith="X").exists()
+    rejections = Rejection.objects.all()
+    assert len(rejections) == len(bad)
+    assert {r.reason for r in rejections} == {line.removeprefix("rejected: ") for line in errors}
+    assert all(r.source == "ingest" and "\n" not in r.reason and r.excerpt for r in rejections)
+
+
+def test_a_failure_no_check_foresaw_costs_one_message(tmp_path, monkeypatch, source):
+    """A bug (or the database refusing a value) rejects that message; the rest flows."""
+    def broken_update(event, obj):
+        raise RuntimeError("unforeseen failure\nwith a second line")
+
+    monkeypatch.setattr("alerts.ingest.update_event", broken_update)
+    obj = event_object("G330100", source)
+    stream = json_lines(new_event("G330100", source), message("G330100", "update", data=obj, obj=obj),
+                        label_added("G330100", "DQV", obj=obj), new_event("G330101", source))
+    out, err, code = ingest(tmp_path, stream)
+
+    assert code == BAD_INPUT_STATUS
+    assert err.splitlines() == ["rejected: G330100: could not apply the message (RuntimeError: unforeseen failure)"]
+    assert out.splitlines()[-1] == "3 applied, 1 rejected"
+    assert Event.objects.get(graceid="G330100").label_names() == {"DQV"}
+    assert Event.objects.filter(graceid="G330101").exists()
+    rejection = Rejection.objects.get()
+    assert (rejection.source, rejection.reason) == ("ingest", err.splitlines()[0].removeprefix("rejected: "))
+    assert '"alert_type": "update"' in rejection.excerpt
+
+
+def test_a_line_that_is_not_utf8_is_rejected_alone(tmp_path, source):
+    path = tmp_path / "messages.jsonl"
+    path.write_bytes(json_lines(new_event("G330100", source)).encode() + b'{"uid": "G\xff\xfe"}\n'
+                     + json_lines(new_event("G330101", source)).encode())
+    out, err, code = run_ingest(str(path))
+    assert code == BAD_INPUT_STATUS
+    assert err.splitlines() == ["rejected: line 2: not valid UTF-8 text"]
+    assert set(Event.objects.values_list("graceid", flat=True)) == {"G330100", "G330101"}
+    assert Rejection.objects.get().excerpt.startswith('{"uid": "G')
+
+
+class TrickleStdin:
+    """Standard input that hands out one line at a time, as a live stream does.
+
+    Before handing out each next line it notes whether the event of the
+    previous line already exists: a reader that waits for the end of the
+    input (or reads it whole) sees False there.
+    """
+
+    def __init__(self, lines_and_uids):
+        self.lines_and_uids = lines_and_uids
+        self.applied_before_next_line = []
+
+    def __iter__(self):
+        previous = None
+        for line, uid in self.lines_and_uids:
+            if previous:
+                self.applied_before_next_line.append(Event.objects.filter(graceid=previous).exists())
+            previous = uid
+            yield line.encode()
+
+
+def test_json_lines_from_standard_input_are_applied_as_they_arrive(monkeypatch, source):
+    stdin = TrickleStdin([(json.dumps(new_event(uid, source)) + "\n", uid)
+                          for uid in ("G330100", "G330101", "G330102")])
+    monkeypatch.setattr(sys, "stdin", stdin)
+    out, err, code = run_ingest("-")
+    assert (code, err) == (0, "")
+    assert stdin.applied_before_next_line == [True, True]
+    assert out.splitlines()[-1] == "3 applied, 0 rejected"
+
+
+def burst_object(graceid, gpstime, far, start_time, duration):
+    """A cWB event as GraceDB shows it: its time-frequency extent in MultiBurst."""
+    seconds = int(start_time)
+    return {
+        "submitter": "cwb_online", "group": "Burst", "graceid": graceid, "pipeline": "CWB",
+        "search": "AllSky", "gpstime": gpstime, "far": far, "instruments": "H1,L1", "offline": False,
+        "labels": [], "likelihood": 140.0,
+        "extra_attributes": {"MultiBurst": {
+            "ifos": "H1,L1", "start_time": seconds, "start_time_ns": round((start_time - seconds) * 1e9),
+            "duration": duration, "peak_time": int(gpstime), "central_freq": 150.5, "bandwidth": 64.0,
+            "snr": 14.2, "false_alarm_rate": far, "amplitude": 5.1,
+        }},
+    }
+
+
+def test_ingested_burst_event_claims_its_multiburst_extent(tmp_path, settings, source):
+    start_time, duration = source.gpstime - 1.5, 4.0  # much wider than a CBC window
+    obj = burst_object("G330300", source.gpstime, source.far, start_time, duration)
+    out, err, code = ingest(tmp_path, json_lines(message("G330300", "new", data=obj, obj=obj)))
+    assert (code, err) == (0, "")
+
+    event = Event.objects.select_related("superevent").get()
+    assert (event.group, event.pipeline, event.snr) == ("Burst", "cwb", 14.2)
+    extra = event.extra_attributes
+    assert extra["MultiBurst"] == obj["extra_attributes"]["MultiBurst"]  # kept as GraceDB sent it
+    assert extra["start_time"] == pytest.approx(start_time, abs=1e-6)
+    assert (extra["duration"], extra["central_frequency"], extra["bandwidth"]) == (4.0, 150.5, 64.0)
+    pad = settings.ORCHESTRATOR["BURST_WINDOW_PAD_S"]
+    superevent = event.superevent
+    assert superevent.t_start == pytest.approx(start_time - pad, abs=1e-6)
+    assert superevent.t_end == pytest.approx(start_time + duration + pad, abs=1e-6)
+
+
+def test_ingested_cbc_event_gets_em_bright_and_p_astro_from_its_single_inspiral_rows(
+        tmp_path, settings, source, superevent_manager_only):
+    files_dir = tmp_path / "gracedb-files"
+    (files_dir / "G330100").mkdir(parents=True)
+    (files_dir / "G330100" / "ranking_data.xml.gz").write_bytes(b"gstlal ranking statistic")
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "INGEST_FILES_DIR": str(files_dir)}
+    obj = event_object("G330100", source)
+    stream = json_lines(new_event("G330100", source),
+                        log_message("G330100", 3, "ranking data", filename="ranking_data.xml.gz",
+                                    file_version=0, tags=["p_astro"], obj=obj))
+    out, err, code = ingest(tmp_path, stream)
+    assert (code, err) == (0, "")
+
+    event = Event.objects.get()
+    extra = event.extra_attributes
+    assert (extra["mass1"], extra["mass2"], extra["spin1z"], extra["spin2z"]) == (1.4, 1.4, 0.0, 0.0)
+    assert extra["detector_snrs"] == {ifo: source.detector_snrs[ifo] for ifo in ("H1", "L1")}
+    assert extra["chirp_mass"] == pytest.approx(1.4 / 2 ** 0.2)
+    assert extra["SingleInspiral"] == obj["extra_attributes"]["SingleInspiral"]  # kept as GraceDB sent it
+
+    # Run the annotation steps that intake announced (classification for the new
+    # event, p_astro for gstlal's ranking data) as the workers would.
+    ranking = File.objects.get(name="ranking_data.xml.gz")
+    wanted = {("alerts.annotations.classify_source", (event.pk,)),
+              ("alerts.annotations.on_event_file", (event.pk, ranking.pk))}
+    assert wanted <= set(superevent_manager_only)
+    for path, args in sorted(wanted):
+        import_string(path)(*args)
+
+    em_bright = json.loads(File.objects.get(event=event, name="em_bright.json").read())
+    assert set(em_bright) == {"HasNS", "HasRemnant", "HasMassGap"}
+    assert em_bright["HasNS"] == 1.0  # two 1.4 solar-mass stars
+    p_astro = json.loads(File.objects.get(event=event, name="gstlal.p_astro.json").read())
+    assert set(p_astro) == {"BNS", "NSBH", "BBH", "Terrestrial"}
+    assert sum(p_astro.values()) == pytest.approx(1.0)
+    assert max(("BNS", "NSBH", "BBH"), key=p_astro.get) == "BNS"
+    assert {"EMBRIGHT_READY", "PASTRO_READY"} <= event.label_names()

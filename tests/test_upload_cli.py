@@ -20,7 +20,7 @@ from igwn_ligolw import utils as ligolw_utils
 
 from alerts.models import Event, File, Rejection, Superevent
 from alerts.science.coinc import _ContentHandler
-from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
+from tests.intake import damaged_array, superevent_manager_only  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("superevent_manager_only")]
 
@@ -136,6 +136,23 @@ def test_file_option_adds_a_new_version(coinc_path, psd_path, mock, tmp_path):
     assert versions[1].read() == second_psd
 
 
+def test_ranking_data_is_stored_after_the_psd(coinc_path, psd_path, tmp_path, superevent_manager_only):
+    ranking_data = gzip.compress(b"<?xml version='1.0'?><LIGO_LW><!-- gstlal ranking statistic --></LIGO_LW>")
+    ranking_path = write(tmp_path, "rankingstat_H1L1.xml.gz", ranking_data)  # stored under the usual name
+    out, _ = upload(coinc_path, "--pipeline", "gstlal", "--psd", psd_path, "--ranking-data", ranking_path)
+
+    event = Event.objects.get()
+    assert out.strip() == event.graceid
+    stored = File.objects.get(event=event, name="ranking_data.xml.gz")
+    assert stored.filename == "ranking_data.xml.gz,1"
+    assert stored.read() == ranking_data
+    assert stored.sha256 == sha256(ranking_data)
+    assert "ranking_data" in stored.tags
+    # Uploaded after the PSD, as gstlal does, and announced (gstlal's p_astro cue).
+    assert stored.pk > File.objects.get(event=event, name="psd.xml.gz").pk
+    assert any(args == (event.pk, stored.pk) for _, args in superevent_manager_only)
+
+
 def test_offline_flag_is_stored(coinc_path, psd_path):
     upload(coinc_path, "--pipeline", "gstlal", "--psd", psd_path, "--offline")
     assert Event.objects.get().offline is True
@@ -209,6 +226,35 @@ def test_coinc_without_far_is_refused(tmp_path, mock, psd_path):
     bad = write(tmp_path, "coinc.xml", edited_coinc(mock.coinc_xml, without_combined_far))
     message = assert_refused([bad, "--pipeline", "gstlal", "--psd", psd_path], "coinc.xml:")
     assert "FAR" in message
+
+
+def test_coinc_with_a_damaged_snr_series_is_refused(tmp_path, mock, psd_path):
+    bad = write(tmp_path, "coinc.xml", damaged_array(mock.coinc_xml))
+    message = assert_refused([bad, "--pipeline", "gstlal", "--psd", psd_path], "coinc.xml: ")
+    assert "bytes were not decoded" in message
+
+
+def test_psd_with_a_damaged_spectrum_refuses_the_whole_upload(tmp_path, coinc_path, mock):
+    bad_psd = write(tmp_path, "psd.xml.gz", damaged_array(mock.psd_xml_gz))
+    message = assert_refused([coinc_path, "--pipeline", "gstlal", "--psd", bad_psd], "psd.xml.gz: ")
+    assert "bytes were not decoded" in message
+
+
+@pytest.mark.parametrize("far", [-1.0, float("nan"), float("inf")])
+def test_coinc_with_an_impossible_far_is_refused(tmp_path, mock, psd_path, far):
+    def with_far(xmldoc):
+        for row in lsctables.CoincInspiralTable.get_table(xmldoc):
+            row.combined_far = far
+
+    bad = write(tmp_path, "coinc.xml", edited_coinc(mock.coinc_xml, with_far))
+    message = assert_refused([bad, "--pipeline", "gstlal", "--psd", psd_path], "coinc.xml: ")
+    assert f"combined_far: {far}" in message
+
+
+def test_unreadable_input_file_is_refused_and_recorded(tmp_path, coinc_path):
+    missing = str(tmp_path / "no-such-psd.xml.gz")
+    message = assert_refused([coinc_path, "--pipeline", "gstlal", "--psd", missing], "cannot read ")
+    assert missing in message
 
 
 def test_unknown_pipeline_is_refused(coinc_path, psd_path):

@@ -56,10 +56,12 @@ _COINC_FILE = "coinc file"
 #: written by ``lal.series.make_psd_xmldoc``.
 FREQUENCY_SERIES_ELEMENT_NAME = "REAL8FrequencySeries"
 
-#: Exceptions that igwn-ligolw, expat and gzip raise for damaged input.
+#: Exceptions that igwn-ligolw, expat, gzip and lal raise for damaged input.
 #: igwn-ligolw reports foreign elements as ElementError and bad cell values
 #: as ValueError, TypeError or KeyError; expat reports syntax errors as
-#: SAXException.
+#: SAXException.  lal's SWIG bindings raise RuntimeError ("XLAL Error"), and
+#: so does igwn-ligolw for an Array stream whose bytes do not fit its Type:
+#: a damaged <Time> element, SNR-series Array or PSD unit.
 _PARSE_FAILURES = (
     ligolw.ElementError,
     xml.sax.SAXException,
@@ -72,6 +74,7 @@ _PARSE_FAILURES = (
     EOFError,
     OSError,
     zlib.error,
+    RuntimeError,
 )
 
 
@@ -464,13 +467,31 @@ def _optional_float(value) -> float | None:
     return None if value is None else float(value)
 
 
+def _magnitude(value, column: str, positive: bool = False) -> float:
+    """``value`` as a float; a NaN, infinite or negative one is a damaged upload.
+
+    FAR, SNRs and masses are physical magnitudes: a pipeline never writes
+    -1, NaN or inf for them, and the superevent manager, p_astro and the
+    classification cannot use such values (nor a zero mass).
+    """
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise CoincError(
+            f"{_COINC_FILE} has an impossible {column}: {number} "
+            f"(must be a finite number {bound})"
+        )
+    return number
+
+
 def parse_coinc(data: bytes) -> CoincSummary:
     """Summarize a pipeline's ``coinc.xml`` upload (plain or gzip bytes).
 
     Raises `CoincError` with a one-line reason for an empty file, corrupt
     gzip, non-XML or non-LIGO-LW content, a missing ``coinc_inspiral``
     table (or more than one candidate in it), a candidate without FAR or
-    time, or a candidate without usable ``sngl_inspiral`` triggers.  When a
+    time, a negative, NaN or infinite FAR, SNR or mass (zero masses too),
+    or a candidate without usable ``sngl_inspiral`` triggers.  When a
     pipeline leaves out the network SNR it is taken as the quadrature sum of
     the trigger SNRs.
     """
@@ -494,6 +515,7 @@ def _summarize_coinc(xmldoc) -> CoincSummary:
         raise CoincError(
             f"{what} has no FAR (coinc_inspiral.combined_far missing or empty)"
         )
+    far = _magnitude(far, "coinc_inspiral.combined_far")
     end_time = _cell(coinc_inspiral, "end_time")
     if end_time is None:
         raise CoincError(
@@ -514,7 +536,10 @@ def _summarize_coinc(xmldoc) -> CoincSummary:
     detector_snrs = {_cell(row, "ifo"): _cell(row, "snr") for row in triggers}
     if None in detector_snrs or None in detector_snrs.values():
         raise CoincError(f"{what} has sngl_inspiral rows without ifo or snr")
-    detector_snrs = {ifo: float(snr) for ifo, snr in detector_snrs.items()}
+    detector_snrs = {
+        ifo: _magnitude(snr, "sngl_inspiral.snr")
+        for ifo, snr in detector_snrs.items()
+    }
 
     # All detectors of a coincidence share one template; if a pipeline ever
     # disagrees with itself, believe the loudest detector.
@@ -522,19 +547,21 @@ def _summarize_coinc(xmldoc) -> CoincSummary:
     mass1, mass2 = _cell(template, "mass1"), _cell(template, "mass2")
     if mass1 is None or mass2 is None:
         raise CoincError(f"{what} has no template masses in sngl_inspiral")
-    mass1, mass2 = float(mass1), float(mass2)
+    mass1 = _magnitude(mass1, "sngl_inspiral.mass1", positive=True)
+    mass2 = _magnitude(mass2, "sngl_inspiral.mass2", positive=True)
 
     network_snr = _cell(coinc_inspiral, "snr")
     if network_snr is None:
         network_snr = math.sqrt(sum(snr**2 for snr in detector_snrs.values()))
+    network_snr = _magnitude(network_snr, "coinc_inspiral.snr")
     instruments = coinc_inspiral.instruments if _cell(coinc_inspiral, "ifos") else None
     coinc_row = _coinc_row_of(xmldoc, coinc_event_id)
     return CoincSummary(
         gpstime=float(end),
         gps_seconds=int(end.gpsSeconds),
         gps_nanoseconds=int(end.gpsNanoSeconds),
-        far=float(far),
-        snr=float(network_snr),
+        far=far,
+        snr=network_snr,
         instruments=tuple(sorted(instruments or detector_snrs)),
         detector_snrs=detector_snrs,
         mass1=mass1,

@@ -5,6 +5,7 @@ import gc
 import gzip
 import io
 import json
+import math
 import re
 from importlib.resources import files
 from xml.sax.xmlreader import AttributesImpl
@@ -226,6 +227,44 @@ def _real_psd_upload():
     return SKYMAP_DATA.joinpath("G211117_psd.xml.gz").read_bytes()
 
 
+def _edited_text(data: bytes, pattern: str, replacement: str) -> bytes:
+    """``data`` (plain or gzip) with the first match of ``pattern`` replaced."""
+    compressed = data[:2] == coinc_module.GZIP_MAGIC
+    text = (gzip.decompress(data) if compressed else data).decode()
+    edited, count = re.subn(pattern, replacement, text, count=1)
+    assert count == 1, pattern
+    return gzip.compress(edited.encode()) if compressed else edited.encode()
+
+
+#: An Array whose Stream bytes do not fit its declared Type: igwn-ligolw
+#: raises RuntimeError ("... bytes were not decoded").
+DAMAGED_ARRAY = (r'<Array Type="real_8"', '<Array Type="lstring"')
+#: A <Time> element that is not a GPS time: lal raises RuntimeError.
+DAMAGED_TIME = (r'(<Time Type="GPS" Name="epoch">)[^<]*', r"\1yesterday")
+#: A PSD unit lal cannot parse: read_psd_xmldoc raises RuntimeError.
+DAMAGED_PSD_UNIT = (
+    r'(<Array Type="real_8" Name="PSD:array" Unit=")[^"]*"',
+    r'\1bogus^^"',
+)
+
+
+def _with_coinc_value(column, value):
+    def edit(coinc_xml):
+        xmldoc = _document(coinc_xml)
+        (row,) = lsctables.CoincInspiralTable.get_table(xmldoc)
+        setattr(row, column, value)
+        return _bytes(xmldoc)
+
+    return edit
+
+
+def _with_zero_masses(coinc_xml):
+    xmldoc = _document(coinc_xml)
+    for row in lsctables.SnglInspiralTable.get_table(xmldoc):
+        row.mass1 = 0.0
+    return _bytes(xmldoc)
+
+
 MALFORMED_COINCS = {
     "empty file": (lambda coinc: b"", "empty"),
     "not xml": (lambda coinc: b"GPS 1400000000 FAR 1e-10\n", "not a LIGO-LW"),
@@ -257,6 +296,19 @@ MALFORMED_COINCS = {
     "no sngl_inspiral rows": (_without_sngl_rows, "sngl_inspiral"),
     "two candidates": (_with_two_candidates, "exactly one"),
     "text in a number column": (_with_text_in_a_number_column, "not a LIGO-LW"),
+    "damaged snr series array": (
+        lambda coinc: _edited_text(coinc, *DAMAGED_ARRAY),
+        "bytes were not decoded",
+    ),
+    "damaged time element": (
+        lambda coinc: _edited_text(coinc, *DAMAGED_TIME),
+        "not a LIGO-LW",
+    ),
+    "negative far": (_with_coinc_value("combined_far", -1.0), "combined_far: -1.0"),
+    "nan far": (_with_coinc_value("combined_far", math.nan), "combined_far: nan"),
+    "infinite far": (_with_coinc_value("combined_far", math.inf), "combined_far: inf"),
+    "nan snr": (_with_coinc_value("snr", math.nan), "coinc_inspiral.snr: nan"),
+    "zero template mass": (_with_zero_masses, "mass1: 0.0"),
 }
 
 
@@ -279,6 +331,14 @@ MALFORMED_PSDS = {
         "gzip",
     ),
     "coinc without spectra": (lambda coinc: coinc, "no per-detector"),
+    "damaged time element": (
+        lambda coinc: _edited_text(_real_psd_upload(), *DAMAGED_TIME),
+        "not a LIGO-LW",
+    ),
+    "unit lal cannot read": (
+        lambda coinc: _edited_text(_real_psd_upload(), *DAMAGED_PSD_UNIT),
+        "malformed frequency series",
+    ),
 }
 
 
@@ -289,6 +349,17 @@ def test_malformed_psd_raises_one_line_psd_error(coinc_xml, case):
         parse_psd(make_bytes(coinc_xml))
     message = str(raised.value)
     assert reason in message
+    assert "\n" not in message
+
+
+def test_psd_with_a_damaged_binary_array_raises_one_line_psd_error(mock_events):
+    # The mock PSDs (lal.series) store each spectrum as a base64 Array stream,
+    # whose bytes igwn-ligolw decodes by the Array's Type.
+    damaged = _edited_text(mock_events[0].psd_xml_gz, *DAMAGED_ARRAY)
+    with pytest.raises(PsdError) as raised:
+        parse_psd(damaged)
+    message = str(raised.value)
+    assert "bytes were not decoded" in message
     assert "\n" not in message
 
 

@@ -11,10 +11,11 @@ BAD_INPUT_STATUS = 2
 
 
 def read(path):
+    """The bytes of an input file; one that cannot be read is refused like bad content."""
     try:
         return Path(path).read_bytes()
     except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror}", returncode=BAD_INPUT_STATUS) from None
+        raise UploadError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 class Command(BaseCommand):
