@@ -71,6 +71,7 @@ class SupereventAdmin(LabelBadgesMixin, admin.ModelAdmin):
 @admin.register(models.SkymapSummary)
 class SkymapSummaryAdmin(admin.ModelAdmin):
     list_display = ["file", "area_50_deg2", "area_90_deg2", "distance_mean_mpc", "distance_std_mpc"]
+    list_filter = ["file__name", "file__event__group", "file__event__pipeline"]
     search_fields = ["file__event__graceid", "file__superevent__superevent_id"]
     raw_id_fields = ["file"]
 
@@ -162,3 +163,4 @@ class RejectionAdmin(admin.ModelAdmin):
 class SupereventDayCounterAdmin(admin.ModelAdmin):
     list_display = ["category", "date", "next_index"]
     list_filter = ["category"]
+    search_fields = ["date"]

@@ -77,13 +77,27 @@ def forms_superevent(candidate, policy):
     return candidate.far <= policy["SUPEREVENT_FAR_THRESHOLD"]
 
 
+def significance_search(candidate, policy):
+    """The search whose significant threshold applies to the candidate:
+    its own, or the one it replays (``SIGNIFICANT_SEARCH_ALIASES``: MDC
+    events are judged as AllSky ones)."""
+    return policy.get("SIGNIFICANT_SEARCH_ALIASES", {}).get(candidate.search, candidate.search)
+
+
+def significance_rule(candidate, policy):
+    """(trials factor, FAR threshold in Hz) for the candidate, or None."""
+    return policy["SIGNIFICANT"].get((candidate.group, significance_search(candidate, policy)))
+
+
 def is_significant(candidate, policy):
-    """``trials_factor * FAR`` below the threshold of its group and search."""
-    rule = policy["SIGNIFICANT"].get((candidate.group, candidate.search))
+    """``trials_factor * FAR <= threshold`` (DESIGN.md section 4) for its
+    group and search, aliases applied: the one definition of a significant
+    candidate, for the preferred-event order, the locks and the orchestrator."""
+    rule = significance_rule(candidate, policy)
     if rule is None:
         return False
     trials_factor, threshold = rule
-    return trials_factor * candidate.far < threshold
+    return trials_factor * candidate.far <= threshold
 
 
 def is_less_significant(candidate, policy):
@@ -100,8 +114,9 @@ def annotations_complete(candidate, policy):
 def preference_key(candidate, policy):
     """Sort key: the preferred event is the one with the largest key.
 
-    In order: complete annotations, significant, less-significant, CBC over
-    Burst, more detectors, then higher SNR (CBC) or lower FAR (Burst).
+    In order: complete annotations, significant (as the orchestrator judges
+    it, so a replayed MDC event counts), less-significant, CBC over Burst,
+    more detectors, then higher SNR (CBC) or lower FAR (Burst).
     """
     is_cbc = candidate.group == "CBC"
     if is_cbc:
@@ -137,7 +152,8 @@ def may_replace_preferred(superevent_labels, challenger, policy):
     """Whether a locked superevent may still change its preferred event.
 
     SIGNIF_LOCKED freezes it; LOW_SIGNIF_LOCKED freezes it except for a
-    significant challenger (a significant alert must still be possible).
+    significant challenger (a significant alert must still be possible;
+    significant as ``is_significant`` says, aliases included).
     """
     locks = policy["LOCK_LABELS"]
     if locks["significant"] in superevent_labels:

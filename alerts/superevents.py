@@ -534,11 +534,18 @@ def _reselect(superevent, events, candidates, superevent_labels, messages):
 
 @handles(handlers.EVENT_LABEL_ADDED)
 def reconsider_on_label(event_pk, label_name):
-    """Annotation labels can make an event preferable: re-apply the order."""
+    """Annotation labels can make an event preferable: re-apply the order.
+
+    The event's row is locked first: if a manager's batch holds it (the
+    label came while the batch ran, too late for the batch to see), this
+    waits for the batch and then finds its superevent instead of none.
+    Locking the event, then its superevent, is the batch's order too.
+    """
     if label_name not in {name for names in policy()["COMPLETE_ANNOTATIONS"].values() for name in names}:
         return
     with transaction.atomic():
-        event = Event.objects.get(pk=event_pk)
+        event = Event.objects.select_for_update(no_key=connection.features.has_select_for_no_key_update) \
+            .get(pk=event_pk)
         if event.superevent_id is None:
             return
         superevent = Superevent.objects.select_for_update().get(pk=event.superevent_id)

@@ -9,7 +9,8 @@ served by a second worker cluster, so they never hold up the alert path.
 
 Delayed work goes into the ``DelayedTask`` table; the timer (``run_timer``,
 started by ``manage.py qcluster``) polls it every ``TIMER_POLL_S`` seconds
-and hands due tasks to django-q2. django-q2's own scheduler only looks at
+and hands due tasks to django-q2, marking them fired only once the broker
+has them (``fire_due_tasks``). django-q2's own scheduler only looks at
 its schedules every ~30 s (measured by benchmarks/alert_latency.py), far
 too coarse for ``orchestrator_timeout``.
 """
@@ -83,22 +84,36 @@ def _task_name(path, args):
 def fire_due_tasks(now=None):
     """Hand every due, unfired delayed task to django-q2; returns how many.
 
-    Rows are claimed with SKIP LOCKED where the database has it, so several
-    timers (one per worker machine) never fire the same task twice.
+    Each task is handed over first and marked fired after, while its row is
+    locked in one transaction: if the broker refuses it, or the timer dies
+    before the commit, the task is still due and the next poll fires it.
+    The rare cost is a second hand-off (timer killed between hand-off and
+    commit), which the handlers tolerate; the alternative would lose a wait
+    such as ``orchestrator_timeout`` for good. Rows are claimed with SKIP
+    LOCKED where the database has it, so several timers (one per worker
+    machine) never fire the same task at once.
     """
     from alerts.models import DelayedTask
 
     now = now or timezone.now()
+    handed = []
     with transaction.atomic():
         due = DelayedTask.objects.filter(fired__isnull=True, due__lte=now).order_by("due")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True)
-        batch = list(due[:TIMER_BATCH_SIZE])
-        for task in batch:
-            task.fired = now
-            task.save(update_fields=["fired"])
-            transaction.on_commit(lambda task=task: _hand_to_django_q(task.func, task.args))
-    return len(batch)
+        for task in due[:TIMER_BATCH_SIZE]:
+            try:
+                # A savepoint: the ORM broker writes in this transaction.
+                with transaction.atomic():
+                    _hand_to_django_q(task.func, task.args)
+            except Exception:  # the broker is likely down: the rest waits too
+                logger.exception("could not hand delayed task %s (%s) to django-q2; it stays due",
+                                 task.pk, task.func)
+                break
+            handed.append(task.pk)
+        if handed:
+            DelayedTask.objects.filter(pk__in=handed).update(fired=timezone.now())
+    return len(handed)
 
 
 def run_timer(poll_s=None, stop_after_s=None):

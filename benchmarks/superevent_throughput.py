@@ -19,6 +19,12 @@ start barrier):
   drains pending events in batches, so a call may group the events of
   other calls (of either worker), which then return at once: the timed
   span, to the last worker's finish, still holds all of the manager's work.
+- "manager live": one event at a time, as uploads arrive when there is no
+  backlog: each worker calls ``alerts.events.create_event`` with the
+  event's attributes (no coinc.xml) and TASKS_INLINE on, so each event is
+  created in its own transaction and grouped in the next, right after that
+  commit, usually in a batch of one. The first ``live_events`` events of
+  the workload, so the run stays short.
 - "upload+parse": the workers call ``alerts.events.create_event`` with
   realistic coinc.xml bytes and TASKS_INLINE on, so the manager runs inline
   after each upload commits. A small pool of coincs is simulated with
@@ -63,7 +69,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from alerts import handlers, superevent_rules as rules
 from alerts.events import GRACEID_OFFSET, GRACEID_PREFIX, create_event
 from alerts.models import Category, Event, StepRun, Superevent
-from alerts.superevents import candidate_of, process_event
+from alerts.superevents import BATCH_SIZE, candidate_of, process_event
 
 DEFAULT_EVENTS = 3000
 DEFAULT_PER_SOURCE = 5
@@ -80,9 +86,11 @@ SOURCE_JITTER_S = 0.5
 DEFAULT_POOL = 30
 DEFAULT_SEED = 2024
 #: Events per second to reach with TARGET_WORKERS workers.
-TARGETS = {"manager": 500.0, "upload": 100.0}
+TARGETS = {"manager": 500.0, "live": 500.0, "upload": 100.0}
 TARGET_WORKERS = 2
-PATH_TITLES = {"manager": "manager alone", "upload": "upload+parse"}
+PATH_TITLES = {"manager": "manager alone", "live": "manager live", "upload": "upload+parse"}
+#: Events of the live run (one at a time costs more than a backlog's batches).
+DEFAULT_LIVE_EVENTS = 1000
 DEFAULT_BENCH_DB = "orchestrator_bench"
 #: Sources run in the single-process dry run that counts queries.
 DRY_RUN_SOURCES = 10
@@ -456,13 +464,21 @@ def _upload(item):
     create_event(group="CBC", pipeline=pipeline, search="AllSky", coinc=coinc, files=[])
 
 
+def _live(spec):
+    create_event(group="CBC", pipeline=spec.pipeline, search="AllSky",
+                 attributes={"gpstime": spec.gpstime, "far": spec.far, "snr": spec.snr,
+                             "instruments": list(spec.instruments)})
+
+
 def run_path(path, specs, workers, coincs=None, profile_path=None):
-    """One timed run of ``path`` ("manager" or "upload") on the (empty) database."""
+    """One timed run of ``path`` ("manager", "live" or "upload") on the (empty) database."""
     shares = split(specs, workers)
     if path == "manager":
         pks = precreate_events(specs)
         seconds, cpu, db_cpu = race([[pks[spec.index] for spec in share] for share in shares], process_event,
                                     profile_path=profile_path)
+    elif path == "live":
+        seconds, cpu, db_cpu = race(shares, _live, profile_path=profile_path)
     else:
         seconds, cpu, db_cpu = race([[(spec.pipeline, coincs[spec.index]) for spec in share] for share in shares], _upload,
                        prepare=_warm_upload, profile_path=profile_path)
@@ -576,6 +592,8 @@ def count_queries(path, specs, coincs=None):
         with CaptureQueriesContext(connection) as context:
             if path == "manager":
                 process_event(pks[spec.index])
+            elif path == "live":
+                _live(spec)
             else:
                 _upload((spec.pipeline, coincs[spec.index]))
         queries = [q["sql"] for q in context.captured_queries]
@@ -601,7 +619,9 @@ COLUMNS = ("path", "workers", "events", "superevents", "seconds", "events/s", "t
 def target_text(result):
     if result.workers != TARGET_WORKERS:
         return "-"
-    goal = TARGETS[result.path]
+    goal = TARGETS.get(result.path)
+    if goal is None:
+        return "-"
     return f">={goal:.0f} {'met' if result.rate >= goal else 'MISSED'}"
 
 
@@ -653,7 +673,7 @@ def profile_summary(path, top=PROFILE_TOP):
 
 
 def run_benchmark(events=DEFAULT_EVENTS, per_source=DEFAULT_PER_SOURCE, workers=DEFAULT_WORKERS,
-                  skip_upload=False, allow_sqlite=False, pool=DEFAULT_POOL, seed=DEFAULT_SEED,
+                  skip_upload=False, live_events=DEFAULT_LIVE_EVENTS, allow_sqlite=False, pool=DEFAULT_POOL, seed=DEFAULT_SEED,
                   bench_db=DEFAULT_BENCH_DB, keep_db=False, query_count=True, show_sql=False,
                   profile_dir=None, write=print):
     """Run every (path, workers) combination; returns the RunResults. Prints as it goes."""
@@ -671,10 +691,16 @@ def run_benchmark(events=DEFAULT_EVENTS, per_source=DEFAULT_PER_SOURCE, workers=
         os.makedirs(profile_dir, exist_ok=True)
     specs = plan_workload(events, per_source, seed=seed)
     sources = len({spec.source for spec in specs})
-    paths = ["manager"] + ([] if skip_upload else ["upload"])
+    paths = ["manager"] + (["live"] if live_events > 0 else []) + ([] if skip_upload else ["upload"])
+    live_specs = specs[:live_events]
+    specs_of = {"live": live_specs}
     write(f"workload: {len(specs)} events over {sources} sources ({per_source} per source within "
           f"{SOURCE_SPREAD_S} s, sources {SOURCE_SPACING_S:.0f} s apart), workers {workers}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    write(f"manager alone: all events pending first (a backlog), drained in batches of up to {BATCH_SIZE}")
+    if live_specs:
+        write(f"manager live: the first {len(live_specs)} events, each created (create_event, no parsing) "
+              f"and grouped in its own transaction as it arrives, as an upload does")
     coincs = None
     if not skip_upload:
         started = time.perf_counter()
@@ -702,9 +728,10 @@ def run_benchmark(events=DEFAULT_EVENTS, per_source=DEFAULT_PER_SOURCE, workers=
                     os.makedirs(media_root)
                     profile_path = (os.path.join(profile_dir, f"{path}-{count}w-worker0.prof")
                                     if profile_dir else None)
-                    result = run_path(path, specs, count, coincs=coincs, profile_path=profile_path)
+                    run_specs = specs_of.get(path, specs)
+                    result = run_path(path, run_specs, count, coincs=coincs, profile_path=profile_path)
                     result.profile = profile_path or ""
-                    problems = verify(specs)
+                    problems = verify(run_specs)
                     result.check = "ok" if not problems else "FAILED"
                     write(f"{PATH_TITLES[path]}, {count} worker(s): {result.rate:.0f} events/s "
                           f"({result.seconds:.2f} s), check {result.check}")

@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from orchestrator_site.policy import PolicyError, apply_overrides as apply_policy_overrides
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("ORCHESTRATOR_VAR_DIR", BASE_DIR / "var"))
@@ -214,7 +217,8 @@ ORCHESTRATOR = {
     # Wait for the preferred event choice to settle before vetting.
     "ORCHESTRATOR_TIMEOUT_S": env_float("ORCHESTRATOR_TIMEOUT_S", 15.0),
     # Significant-alert thresholds: (trials factor, FAR threshold in Hz) per
-    # (group, search); trials_factor * FAR must be below the threshold.
+    # (group, search); trials_factor * FAR must be at most the threshold
+    # (alerts.superevent_rules.is_significant).
     "SIGNIFICANT": {
         ("CBC", "AllSky"): (7, 1 / (30 * DAY_S)),
         ("CBC", "EarlyWarning"): (4, 1 / (30 * DAY_S)),
@@ -297,17 +301,26 @@ ORCHESTRATOR = {
         "user_guide_url": os.environ.get("ORCHESTRATOR_USER_GUIDE_URL", "https://emfollow.docs.ligo.org/userguide/"),
     },
     # Where notices are sent (alerts.delivery / alerts.transports), several at
-    # once: each destination gets every format it lists (json, avro, voevent).
+    # once: each destination gets every format it lists (json, avro, voevent)
+    # of the notices whose role it lists in "roles" ("observation", "test";
+    # without "roles", only "observation"). MDC and test candidates' notices
+    # have role "test", so a destination listing only "observation" never
+    # gets them. Hardware injections (INJ) are never published anywhere
+    # (alerts.orchestrator stops before issuing, with the reason in the log).
     "NOTICE_DESTINATIONS": [
         # Files <directory>/<superevent>/<identity>.<json|avro|xml>; without
         # "directory", OUTBOX_DIR (read when sending).
-        {"name": "outbox", "transport": "outbox", "formats": ["json", "avro", "voevent"]},
+        {"name": "outbox", "transport": "outbox", "formats": ["json", "avro", "voevent"],
+         "roles": ["observation", "test"]},
     ] + ([
         # Kafka (confluent-kafka), on when ORCHESTRATOR_KAFKA_SERVERS is set.
         # Message key = notice identity; headers identity, format, serial.
         # "topics" may map a format to its own topic (default: "topic").
         {"name": "kafka", "transport": "kafka",
          "formats": os.environ.get("ORCHESTRATOR_KAFKA_FORMATS", "json").split(","),
+         # As GCN's igwn.gwalert topic, MDC (MS...) notices too by default;
+         # ORCHESTRATOR_KAFKA_ROLES=observation keeps them off the topic.
+         "roles": os.environ.get("ORCHESTRATOR_KAFKA_ROLES", "observation,test").split(","),
          "bootstrap_servers": os.environ["ORCHESTRATOR_KAFKA_SERVERS"],
          "topic": os.environ.get("ORCHESTRATOR_KAFKA_TOPIC", "igwn.gwalert"),
          # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL_SSL when a user is set.
@@ -320,6 +333,13 @@ ORCHESTRATOR = {
          # How long one send waits for the broker's acknowledgement (seconds).
          "timeout_s": env_float("ORCHESTRATOR_KAFKA_TIMEOUT_S", 10.0)},
     ] if os.environ.get("ORCHESTRATOR_KAFKA_SERVERS") else []),
+    # Vetting a superevent (alerts.orchestrator): an attempt's claim older
+    # than claim_timeout_s (well above a whole pass: detchar, copies, plots)
+    # is taken to belong to a dead worker and taken over; a failed attempt is
+    # tried again after retry_delay_s, up to max_attempts; qcluster resumes at
+    # start-up vettings begun within resume_window_s and never finished.
+    "VETTING": {"claim_timeout_s": 300.0, "retry_delay_s": 10.0, "max_attempts": 3,
+                "resume_window_s": 6 * HOUR_S},
     # Failed deliveries are retried after initial_s * factor**(attempt - 1)
     # seconds (at most max_delay_s) and marked failed after max_attempts. A
     # worker's claim on a delivery older than claim_timeout_s (well above any
@@ -332,3 +352,11 @@ ORCHESTRATOR = {
         "claim_timeout_s": env_float("ORCHESTRATOR_DELIVERY_CLAIM_TIMEOUT_S", 60.0),
     },
 }
+# Any key above may be overridden per deployment with JSON, merged over this
+# block: ORCHESTRATOR_POLICY_FILE (a file), then ORCHESTRATOR_POLICY (a
+# string). ("CBC", "AllSky") keys are spelled "CBC/AllSky". A bad override
+# stops the start with the reason (orchestrator_site/policy.py).
+try:
+    ORCHESTRATOR = apply_policy_overrides(ORCHESTRATOR, os.environ)
+except PolicyError as error:
+    raise ImproperlyConfigured(str(error)) from None

@@ -62,3 +62,48 @@ def test_superevent_list_shows_label_badges_and_filters_by_label(operator):
 
     only_vetoed = operator.get(url, {"labels__name": "DQV"}).content.decode()
     assert flagged.superevent_id in only_vetoed and quiet.superevent_id not in only_vetoed
+
+
+def test_every_list_has_search_and_filters():
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label == "alerts":
+            assert model_admin.search_fields and model_admin.list_filter, model.__name__
+
+
+def listed(operator, model_name, **query):
+    """The rows a changelist shows for ``query`` (search ``q`` and filters)."""
+    response = operator.get(reverse(f"admin:alerts_{model_name}_changelist"), query)
+    assert response.status_code == 200
+    return set(response.context["cl"].result_list)
+
+
+def test_search_and_filters_return_the_right_rows(operator):
+    from alerts.models import SkymapSummary, SupereventDayCounter
+
+    first = make_event(gpstime=1240215503.0)
+    second = make_event(gpstime=1240215603.0, pipeline="pycbc")
+    mdc = make_event(gpstime=1240215503.0, search="MDC")
+    by_event = {event.pk: Event.objects.get(pk=event.pk).superevent for event in (first, second, mdc)}
+    assert [by_event[e.pk].superevent_id for e in (first, second, mdc)] == ["S190425a", "S190425b", "MS190425a"]
+
+    assert listed(operator, "superevent", q="S190425b") == {by_event[second.pk]}
+    assert listed(operator, "superevent", q=first.graceid) == {by_event[first.pk]}  # its preferred event
+    assert listed(operator, "superevent", category="mdc") == {by_event[mdc.pk]}
+    assert listed(operator, "superevent", category="production", q="S190425a") == {by_event[first.pk]}
+
+    assert listed(operator, "event", q=second.graceid) == {second}
+    assert listed(operator, "event", q="S190425b") == {second}  # by its superevent
+    assert listed(operator, "event", q="MS190425a") == {mdc}
+    assert listed(operator, "event", pipeline="pycbc") == {second}
+    assert listed(operator, "event", search="MDC") == {mdc}
+
+    summary_file = add_file(first, "bayestar.multiorder.fits", b"not a real sky map", tags=["sky_loc"])
+    burst_file = add_file(second, "cwb.multiorder.fits", b"nor this", tags=["sky_loc"])
+    summary = SkymapSummary.objects.create(file=summary_file, area_50_deg2=10.0, area_90_deg2=40.0)
+    SkymapSummary.objects.create(file=burst_file, area_50_deg2=20.0, area_90_deg2=80.0)
+    assert listed(operator, "skymapsummary", file__name="bayestar.multiorder.fits") == {summary}
+    assert listed(operator, "skymapsummary", file__event__pipeline="gstlal") == {summary}
+
+    counters = {counter.category: counter for counter in SupereventDayCounter.objects.all()}
+    assert listed(operator, "supereventdaycounter", q="2019-04-25") == set(counters.values())
+    assert listed(operator, "supereventdaycounter", q="2019-04-26") == set()

@@ -1,10 +1,12 @@
 """Several processes ingesting overlapping events at once never create two
 superevents with overlapping windows and never lose an event."""
 import multiprocessing
+import os
 import random
+from urllib.parse import urlsplit
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from alerts.models import Event, Superevent
 from tests.factories import T0, make_event
@@ -17,6 +19,21 @@ CLUSTERS = 25
 # one superevent, and they are spread over different processes to race.
 OFFSETS = [0.0, 0.3, 0.7, 1.2]
 CLUSTER_SPACING_S = 20.0
+
+
+def test_the_database_is_the_configured_one():
+    """CI sets DATABASE_URL to PostgreSQL: the tests, and the locking they
+    check, must really run there, never on a silent SQLite fallback."""
+    url = os.environ.get("DATABASE_URL", "")
+    if urlsplit(url).scheme in {"postgres", "postgresql", "pgsql"}:
+        assert connection.vendor == "postgresql"
+        assert connection.settings_dict["NAME"].startswith(f"test_{urlsplit(url).path.lstrip('/')}")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT version()")
+            assert cursor.fetchone()[0].startswith("PostgreSQL")
+    else:
+        assert not url or url.startswith("sqlite"), f"unexpected DATABASE_URL {url}"
+        assert connection.vendor == "sqlite"
 
 
 def ingest(specs, barrier, failures):

@@ -1,5 +1,6 @@
 """Pure superevent rules: IDs, windows, thresholds, preferred-event order."""
 import datetime
+import math
 
 import pytest
 from django.conf import settings
@@ -70,8 +71,29 @@ def test_significance_uses_trials_factor_per_search():
     burst = dict(group="Burst", pipeline="cwb")
     assert rules.is_significant(candidate(far=0.99 / (3 * 365 * DAY), **burst), policy())
     assert not rules.is_significant(candidate(far=1.01 / (3 * 365 * DAY), **burst), policy())
-    # MDC has no significance rule of its own.
-    assert not rules.is_significant(candidate(search="MDC"), policy())
+    # A search with no threshold of its own and no alias is never significant.
+    assert not rules.is_significant(candidate(search="BBH"), policy())
+
+
+def test_significance_holds_at_exactly_the_threshold():
+    """DESIGN.md section 4: trials_factor * FAR <= threshold. A trials factor
+    of 4 makes 4 * (threshold / 4) exactly the threshold in floating point."""
+    threshold = 1 / (30 * DAY)
+    exact = {**policy(), "SIGNIFICANT": {("CBC", "AllSky"): (4, threshold)}}
+    at_threshold = candidate(far=threshold / 4)
+    assert 4 * at_threshold.far == threshold
+    assert rules.is_significant(at_threshold, exact)
+    assert not rules.is_significant(candidate(far=math.nextafter(threshold / 4, 1.0)), exact)
+
+
+def test_mdc_events_are_judged_as_the_search_they_replay():
+    """SIGNIFICANT_SEARCH_ALIASES (MDC -> AllSky) holds for the manager as for
+    the orchestrator: the same trials factor and threshold as AllSky."""
+    month = 30 * DAY
+    assert rules.is_significant(candidate(search="MDC", far=0.99 / (7 * month)), policy())
+    assert not rules.is_significant(candidate(search="MDC", far=1.01 / (7 * month)), policy())
+    no_alias = {**policy(), "SIGNIFICANT_SEARCH_ALIASES": {}}
+    assert not rules.is_significant(candidate(search="MDC", far=1e-20), no_alias)
 
 
 def test_less_significant_threshold_and_disabled_searches():
@@ -122,3 +144,15 @@ def test_locks_freeze_the_preferred_event():
     assert rules.may_replace_preferred({"LOW_SIGNIF_LOCKED"}, significant, policy())
     assert not rules.may_replace_preferred({"LOW_SIGNIF_LOCKED"}, insignificant, policy())
     assert rules.may_replace_preferred(set(), insignificant, policy())
+
+
+def test_a_significant_mdc_event_is_preferred_and_breaks_a_low_significance_lock():
+    """Replayed MDC events count as significant (AllSky's threshold) in the
+    preferred-event order and against LOW_SIGNIF_LOCKED."""
+    mdc = dict(search="MDC")
+    significant = candidate(far=1e-12, snr=8, **mdc)
+    less = candidate(far=1e-6, snr=20, **mdc)
+    assert order(less, significant) == 1
+    assert rules.preference_key(significant, policy())[1] is True
+    assert rules.may_replace_preferred({"LOW_SIGNIF_LOCKED"}, significant, policy())
+    assert not rules.may_replace_preferred({"LOW_SIGNIF_LOCKED"}, less, policy())

@@ -268,3 +268,93 @@ def test_a_failing_batch_falls_back_to_one_event_at_a_time(manager_held_back, mo
         superevents.process_event(event.pk)
     assert [refreshed(e).superevent.superevent_id for e in events] == ["S190425c", "S190425b", "S190425a"]
     assert all(refreshed(e).grouping_done for e in events)
+
+
+ANNOTATIONS = ("SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY")
+# How long the batch waits for the label (on SQLite it never comes: the
+# label waits for the batch's write lock instead), and the head start the
+# label's handler gets before the batch commits.
+LABEL_WAIT_S = 3.0
+HANDLER_HEAD_START_S = 0.3
+
+
+@pytest.fixture
+def only_the_manager_held_back(monkeypatch):
+    """The manager's tasks are held back (their event pks returned); every
+    other task, such as reconsider_on_label, runs inline as usual."""
+    from alerts import workers
+
+    enqueue, held_back = workers.enqueue, []
+
+    def hold_the_manager(path, *args, delay_s=0.0):
+        if path == "alerts.superevents.process_event":
+            held_back.append(args[0])
+        else:
+            enqueue(path, *args, delay_s=delay_s)
+
+    monkeypatch.setattr(workers, "enqueue", hold_the_manager)
+    return held_back
+
+
+def test_labels_added_before_grouping_count_when_the_event_is_grouped(only_the_manager_held_back):
+    loud = make_event(snr=30)
+    quiet = make_event(gpstime=T0 + 0.1, snr=8, pipeline="pycbc")
+    for label in ANNOTATIONS:
+        add_label(quiet, label)  # its handler finds no superevent yet
+    superevents.process_event(loud.pk)
+    assert refreshed(loud).superevent.preferred_event_id == quiet.pk
+
+
+def test_a_label_added_while_a_batch_holds_its_event_is_not_missed(only_the_manager_held_back, monkeypatch):
+    """The last annotation label commits after the batch that groups its
+    event has read the labels and before it commits; the label's handler
+    must wait for the batch and then re-apply the order (PostgreSQL: row
+    locks; SQLite: the label waits for the batch's write lock)."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    loud = make_event(snr=30)
+    superevents.process_event(loud.pk)
+    superevent = refreshed(loud).superevent
+    quiet = make_event(gpstime=T0 + 0.1, snr=8, pipeline="pycbc")  # pending
+    last = "SKYMAP_READY"  # the others may come inline with the upload
+    for label in ANNOTATIONS:
+        if label != last:
+            add_label(quiet, label)
+    assert not quiet.labels.filter(name=last).exists()
+    labels_read, label_committed = threading.Event(), threading.Event()
+    write, reconsider = superevents._write, superevents.reconsider_on_label
+
+    def write_after_the_label(*args):
+        labels_read.set()
+        label_committed.wait(LABEL_WAIT_S)
+        time.sleep(HANDLER_HEAD_START_S)
+        write(*args)
+
+    def reconsider_once_committed(*args):
+        label_committed.set()
+        reconsider(*args)
+
+    monkeypatch.setattr(superevents, "_write", write_after_the_label)
+    monkeypatch.setattr(superevents, "reconsider_on_label", reconsider_once_committed)
+    errors = []
+
+    def run_batch():
+        try:
+            superevents.process_event(quiet.pk)
+        except Exception as error:  # reported below
+            errors.append(error)
+        finally:
+            connections.close_all()  # this thread's connection
+
+    batch = threading.Thread(target=run_batch)
+    batch.start()
+    assert labels_read.wait(60), "the batch never reached its write"
+    assert add_label(quiet, last)
+    batch.join(60)
+    assert not batch.is_alive() and not errors, errors
+    superevent.refresh_from_db()
+    assert refreshed(quiet).superevent_id == superevent.pk
+    assert superevent.preferred_event_id == quiet.pk, "the label that completed the event was missed"

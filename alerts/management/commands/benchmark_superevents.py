@@ -20,8 +20,9 @@ def worker_counts(text):
 
 
 class Command(BaseCommand):
-    help = ("Benchmark superevent grouping: events/s through the manager alone and through "
-            "create_event with coinc.xml parsing, with 1, 2, ... worker processes.")
+    help = ("Benchmark superevent grouping: events/s through the manager alone (a backlog, and live: "
+            "one event at a time) and through create_event with coinc.xml parsing, with 1, 2, ... "
+            "worker processes.")
 
     def add_arguments(self, parser):
         parser.add_argument("--events", type=int, default=bench.DEFAULT_EVENTS, help="events per run")
@@ -30,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--workers", default=",".join(map(str, bench.DEFAULT_WORKERS)),
                             help="worker process counts to run, e.g. 1,2")
         parser.add_argument("--skip-upload", action="store_true", help="time the manager alone only")
+        parser.add_argument("--live-events", type=int, default=bench.DEFAULT_LIVE_EVENTS,
+                            help="events of the live run (each created and grouped in its own "
+                                 "transaction, one at a time); 0 skips it")
         parser.add_argument("--allow-sqlite", action="store_true", help="run even if the database is SQLite")
         parser.add_argument("--pool", type=int, default=bench.DEFAULT_POOL,
                             help="simulated coinc.xml documents the uploads are copied from")
@@ -47,6 +51,7 @@ class Command(BaseCommand):
             bench.run_benchmark(
                 events=options["events"], per_source=options["per_source"],
                 workers=worker_counts(options["workers"]), skip_upload=options["skip_upload"],
+                live_events=options["live_events"],
                 allow_sqlite=options["allow_sqlite"], pool=options["pool"], seed=options["seed"],
                 bench_db=options["bench_db"], keep_db=options["keep_db"],
                 query_count=not options["no_query_count"], show_sql=options["show_sql"],

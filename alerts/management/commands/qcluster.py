@@ -5,8 +5,8 @@ second, so this command also runs ``alerts.workers.run_timer`` in its own
 process beside the cluster (see alerts/workers.py). It also starts, as a
 child process, the cluster that serves the slow queue (BAYESTAR and plots,
 ``settings.SLOW_TASKS``), so those never occupy the workers the alert path
-needs. Both are stopped with the main cluster; a slow cluster that dies is
-started again.
+needs. Both are stopped with the main cluster; a slow cluster or a timer
+that dies is started again (without the timer, no delayed step would fire).
 """
 import multiprocessing
 import os
@@ -21,6 +21,7 @@ from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from alerts.delivery import resume_deliveries
+from alerts.orchestrator import resume_vetting
 from alerts.workers import run_timer, slow_queue_name
 
 SENTINEL_CHECK_S = 0.5
@@ -51,6 +52,7 @@ class Command(DjangoQCommand):
             resumed = resume_deliveries()
             if resumed:
                 self.stdout.write(f"resuming delivery of {resumed} notice(s) left unsent")
+            resume_vetting()  # superevents whose vetting began but never finished
         cluster = Cluster()
         try:
             cluster.start()
@@ -62,6 +64,9 @@ class Command(DjangoQCommand):
                 if slow is not None and slow.poll() is not None:
                     self.stderr.write(f"slow-task cluster exited ({slow.returncode}); starting it again")
                     slow = start_slow_cluster()
+                if timer is not None and not timer.is_alive() and running(cluster):
+                    self.stderr.write(f"timer exited ({timer.exitcode}); starting it again")
+                    timer = start_timer()
                 time.sleep(SENTINEL_CHECK_S)
         finally:
             if timer is not None and timer.is_alive():
@@ -69,6 +74,13 @@ class Command(DjangoQCommand):
                 timer.join(CHILD_STOP_WAIT_S)
             if slow is not None:
                 stop_subprocess(slow)
+
+
+def running(cluster):
+    """Started and not stopping: a child that dies now died on its own."""
+    stop_event, start_event = cluster.stop_event, cluster.start_event  # stop() clears them
+    return (stop_event is not None and start_event is not None and start_event.is_set()
+            and not stop_event.is_set())
 
 
 def start_timer():
