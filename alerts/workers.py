@@ -107,13 +107,28 @@ def fire_due_tasks(now=None):
                 with transaction.atomic():
                     _hand_to_django_q(task.func, task.args)
             except Exception:  # the broker is likely down: the rest waits too
-                logger.exception("could not hand delayed task %s (%s) to django-q2; it stays due",
-                                 task.pk, task.func)
+                _log_broker_outage(task)
                 break
             handed.append(task.pk)
         if handed:
             DelayedTask.objects.filter(pk__in=handed).update(fired=timezone.now())
     return len(handed)
+
+
+# While the broker is down the timer retries every poll (every 50 ms), so
+# the outage is logged at most this often (seconds) instead of every poll.
+BROKER_OUTAGE_LOG_EVERY_S = 10.0
+_last_outage_log = {"at": None}
+
+
+def _log_broker_outage(task):
+    """Log a refused hand-off, at most once per BROKER_OUTAGE_LOG_EVERY_S."""
+    now = time.monotonic()
+    last = _last_outage_log["at"]
+    if last is None or now - last >= BROKER_OUTAGE_LOG_EVERY_S:
+        _last_outage_log["at"] = now
+        logger.exception("could not hand delayed task %s (%s) to django-q2; it stays due "
+                         "(repeats are logged every %.0f s)", task.pk, task.func, BROKER_OUTAGE_LOG_EVERY_S)
 
 
 def run_timer(poll_s=None, stop_after_s=None):
