@@ -75,8 +75,12 @@ def _skymap_description(file, references):
     return f"a localization by {circular_text.pipeline_title(pipeline)}"
 
 
-def circular_context(superevent, alert_type="PRELIMINARY"):
+def circular_context(superevent, alert_type="PRELIMINARY", event=None):
     """Everything the circular templates quote, as plain values.
+
+    ``event`` is the event the circular describes: the one the notice it
+    accompanies was made from (default: the superevent's preferred event,
+    which may have changed since the notice went out).
 
     Keys: superevent_id, alert_type, alert_title, superevent_url,
     user_guide_url, event (preferred event fields, or None), pipelines
@@ -88,7 +92,7 @@ def circular_context(superevent, alert_type="PRELIMINARY"):
     unknown), references ([{number, text}]).
     """
     references = _References()
-    event = superevent.preferred_event
+    event = event if event is not None else superevent.preferred_event
     context = {
         "superevent_id": superevent.superevent_id,
         "alert_type": alert_type,
@@ -139,13 +143,14 @@ def render_circular(alert_type, context):
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)) + "\n"
 
 
-def write_circular(superevent, alert_type):
+def write_circular(superevent, alert_type, event=None):
     """Render and store the draft as ``<alert type>-circular.txt`` (tag em_follow).
 
-    A draft identical to the newest stored version is not stored again;
-    returns the file holding the current draft.
+    ``event``: the event the accompanying notice describes (see
+    :func:`circular_context`). A draft identical to the newest stored version
+    is not stored again; returns the file holding the current draft.
     """
-    text = render_circular(alert_type, circular_context(superevent, alert_type)).encode("utf-8")
+    text = render_circular(alert_type, circular_context(superevent, alert_type, event)).encode("utf-8")
     name = circular_filename(alert_type)
     current = latest_file(superevent, name)
     if current is not None and current.sha256 == current.digest(text):

@@ -17,6 +17,14 @@ Delivery starts after the transaction commits.
 Call :func:`issue_notice` outside any enclosing transaction (as handlers
 are): inside one, a failure would also roll back its log line.
 
+**Roles.** Each destination lists the notice roles it takes (``roles``:
+'observation', 'test'); a notice gets delivery rows only for destinations
+that take its role, and a destination without ``roles`` takes only
+'observation' notices, so MDC and test notices (role 'test') reach a
+destination only if it says so. The issuing log line names the destinations
+left out. A destination whose roles change after issuing refuses the notice
+at send time (a permanent failure), never sends it.
+
 **Delivering** (:func:`deliver`, a worker task). Each unsent delivery is
 claimed before it is sent: in a short transaction its row is locked
 (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite every
@@ -62,8 +70,8 @@ from django.utils import timezone
 
 from alerts import store, transports, workers
 from alerts.models import Notice, NoticeDelivery, NoticePayload, Superevent
-from alerts.science.notices import (NoticeContent, NoticeValidationError, build_avro_notice, build_json_notice,
-                                    notice_identity)
+from alerts.science.notices import (ROLE_OBSERVATION, ROLES, NoticeContent, NoticeValidationError,
+                                    build_avro_notice, build_json_notice, notice_identity)
 from alerts.science.voevent import build_voevent
 from alerts.steps import WORKER_NAME, StepSkipped, record_step
 
@@ -77,6 +85,8 @@ REASON_MAX_CHARS = Notice._meta.get_field("reason").max_length
 MAX_ERROR_CHARS = 2000
 # The watchdog of a claim runs this long after the claim has gone stale.
 WATCHDOG_MARGIN_S = 5.0
+# Roles a destination takes when its settings name none.
+DEFAULT_ROLES = (ROLE_OBSERVATION,)
 NOTICE_TAG = "notice"
 ERROR_TAG = "error"
 
@@ -119,7 +129,22 @@ def destinations():
         if unknown or not destination.get("formats"):
             raise ImproperlyConfigured(f"NOTICE_DESTINATIONS[{name!r}]: formats must be some of "
                                        f"{', '.join(FORMATS)}, not {destination.get('formats')!r}")
+        roles = destination.get("roles", DEFAULT_ROLES)
+        if isinstance(roles, str) or not roles or set(roles) - set(ROLES):
+            raise ImproperlyConfigured(f"NOTICE_DESTINATIONS[{name!r}]: roles must be a list of some of "
+                                       f"{', '.join(ROLES)}, not {roles!r}")
     return list(configured)
+
+
+def accepted_roles(destination):
+    """The notice roles a destination takes (``DEFAULT_ROLES`` if unset)."""
+    return tuple(destination.get("roles", DEFAULT_ROLES))
+
+
+def local_destination_names():
+    """Destinations whose transport only writes to this machine's disk."""
+    return [destination["name"] for destination in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", [])
+            if destination.get("transport") in transports.LOCAL_TRANSPORTS]
 
 
 # --- issuing -----------------------------------------------------------------
@@ -219,53 +244,67 @@ def _record_notice(superevent, reason, content, formats, configured):
     NoticePayload.objects.bulk_create(
         NoticePayload(notice=notice, format=name, content=data, sha256=hashlib.sha256(data).hexdigest())
         for name, data in payloads.items())
-    targets = [(destination["name"], name) for destination in configured
+    taking = [destination for destination in configured if content.role in accepted_roles(destination)]
+    targets = [(destination["name"], name) for destination in taking
                for name in destination["formats"] if name in payloads]
     NoticeDelivery.objects.bulk_create(
         NoticeDelivery(notice=notice, destination=destination, format=name) for destination, name in targets)
-    where = ", ".join(f"{destination}/{name}" for destination, name in targets) or "no destination configured"
-    store.log(superevent, f"Notice {identity} ({reason}) issued; delivering to {where}", tags=[NOTICE_TAG])
+    where = ", ".join(f"{destination}/{name}" for destination, name in targets) or "no destination"
+    left_out = [destination["name"] for destination in configured if destination not in taking]
+    why_not = (f"; not to {', '.join(left_out)}, which take no {content.role} notices" if left_out else "")
+    store.log(superevent, f"Notice {identity} ({reason}, role {content.role}) issued; delivering to {where}{why_not}",
+              tags=[NOTICE_TAG])
     if targets:
         workers.enqueue(DELIVER_TASK, notice.pk)
     else:
-        logger.warning("notice %s has no destination (ORCHESTRATOR['NOTICE_DESTINATIONS'] is empty)", identity)
+        logger.warning("notice %s (role %s) has no destination taking it (ORCHESTRATOR['NOTICE_DESTINATIONS'])",
+                       identity, content.role)
     return notice
 
 
 # --- delivering --------------------------------------------------------------
 
 
-def deliver(notice_pk):
+def deliver(notice_pk, local_only=False):
     """Send every unsent delivery of a notice (worker task; safe to run twice
-    or concurrently)."""
+    or concurrently); with ``local_only``, only those to local destinations
+    (``transports.LOCAL_TRANSPORTS``), leaving the networked ones to the
+    queued task."""
     notice = Notice.objects.select_related("superevent").filter(pk=notice_pk).first()
     if notice is None:
         logger.warning("deliver: notice %s does not exist", notice_pk)
         return
-    if not notice.deliveries.filter(status__in=UNSENT).exists():
+    names = local_destination_names() if local_only else None
+    unsent = notice.deliveries.filter(status__in=UNSENT)
+    if names is not None:
+        unsent = unsent.filter(destination__in=names)
+    if not unsent.exists():
         return  # all done (a watchdog or a repeated task)
     retry_delay = None
     try:
         with record_step("deliver_notice", superevent=notice.superevent):
-            _deliver_unsent(notice)
+            _deliver_unsent(notice, names)
     except DeliveryIncomplete as incomplete:  # recorded on the step, the rows and the superevent
         retry_delay = incomplete.retry_delay_s
     if retry_delay is not None:
         workers.enqueue(DELIVER_TASK, notice.pk, delay_s=retry_delay)
 
 
-def _deliver_unsent(notice):
+def _deliver_unsent(notice, names=None):
     token = f"{WORKER_NAME}:{uuid.uuid4().hex[:12]}"
     payloads = {payload.format: bytes(payload.content) for payload in notice.payloads.all()}
     configured = {destination["name"]: destination
                   for destination in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", [])}
     tried, delays, failed = [], [], []
-    while (delivery := _claim_next(notice, token, exclude=tried)) is not None:
+    while (delivery := _claim_next(notice, token, exclude=tried, names=names)) is not None:
         tried.append(delivery.pk)
         try:
             destination = configured.get(delivery.destination)
             if destination is None:
                 raise transports.PermanentTransportError(f"destination {delivery.destination!r} is not configured")
+            if notice.role not in accepted_roles(destination):
+                raise transports.PermanentTransportError(
+                    f"destination {delivery.destination!r} takes no {notice.role} notices (its roles changed)")
             if delivery.format not in payloads:
                 raise transports.PermanentTransportError(f"notice has no {delivery.format} payload")
             transports.send(destination, notice.identity, delivery.format, payloads[delivery.format],
@@ -286,8 +325,9 @@ def _deliver_unsent(notice):
                                  retry_delay_s=min(delays) if delays else None)
 
 
-def _claim_next(notice, token, exclude):
-    """Claim one unsent delivery (pending, or with a stale claim) for this run."""
+def _claim_next(notice, token, exclude, names=None):
+    """Claim one unsent delivery (pending, or with a stale claim) for this
+    run, among the destinations ``names`` (default all)."""
     policy = retry_policy()
     now = timezone.now()
     stale_before = now - datetime.timedelta(seconds=policy["claim_timeout_s"])
@@ -295,6 +335,8 @@ def _claim_next(notice, token, exclude):
                                                             claimed_at__lt=stale_before)
     with transaction.atomic():
         candidates = NoticeDelivery.objects.filter(claimable, notice=notice).exclude(pk__in=exclude).order_by("pk")
+        if names is not None:
+            candidates = candidates.filter(destination__in=names)
         if connection.features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         delivery = candidates.first()

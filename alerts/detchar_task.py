@@ -11,6 +11,15 @@ Missing data is "unknown": logged, never a veto. With no frame glob
 configured the check is skipped (unknown) and says so; so is a candidate
 whose window ends in the future (an early-warning candidate found before
 merger), whose data cannot exist yet.
+
+The DQOK / DQV labels say what the *latest* check found: the clean-up pass
+re-checks a new preferred event, and a verdict that changed must not be left
+behind (an old DQV would still veto, and DQOK and DQV would stand together).
+So each check removes the verdict labels it added earlier and no longer
+finds (unknown removes both). Only labels this check added (creator
+``DETCHAR_CREATOR``) are removed: a DQV a human applied stays a veto. INJ is
+never removed: a hardware injection seen in the superevent's window does not
+go away, and an injection must never be published.
 """
 import json
 import logging
@@ -18,15 +27,20 @@ import logging
 from astropy.time import Time
 from django.conf import settings
 
-from alerts.science.detchar import DetcharResult, check_vectors
+from alerts.models import Label
+from alerts.science.detchar import LABEL_DQOK, LABEL_DQV, DetcharResult, check_vectors
 from alerts.steps import record_step
-from alerts.store import add_file, add_label, log
+from alerts.store import add_file, add_label, log, remove_label
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILENAME = "data_quality_report.json"
 REPORT_TAGS = ("data_quality",)
 NO_FRAMES_REASON = "no frame files configured (DETCHAR_FRAME_GLOB is empty): data quality unknown, not a veto"
+# Creator of the labels this check adds; only those are ever removed by it.
+DETCHAR_CREATOR = "detchar"
+# The verdict labels, which follow the latest check (INJ only ever accrues).
+VERDICT_LABELS = (LABEL_DQOK, LABEL_DQV)
 
 
 def policy():
@@ -79,11 +93,22 @@ def check_superevent(superevent, event=None):
             data = json.dumps(report(superevent, event, result), indent=2).encode()
             add_file(superevent, REPORT_FILENAME, data, tags=REPORT_TAGS,
                      message=f"Data quality of {event.graceid}:\n{result.as_text_table()}")
-            for label in result.labels:
-                add_label(superevent, label)
+            apply_labels(superevent, result.labels)
     except Exception as error:  # noqa: BLE001  (recorded as a failed step by record_step)
         log(superevent, f"State-vector check of {event.graceid} failed ({type(error).__name__}: {error}): "
                         f"data quality unknown, not a veto", tags=REPORT_TAGS)
+        apply_labels(superevent, ())
         return None
     logger.info("%s: %s", superevent.superevent_id, result.summary())
     return result
+
+
+def apply_labels(superevent, labels):
+    """Add ``labels`` and remove the verdict labels this check added before
+    that the latest result no longer gives (see the module docstring)."""
+    for label in labels:
+        add_label(superevent, label, creator=DETCHAR_CREATOR)
+    stale = Label.objects.filter(superevent=superevent, creator=DETCHAR_CREATOR,
+                                 name__in=[name for name in VERDICT_LABELS if name not in labels])
+    for name in stale.values_list("name", flat=True):
+        remove_label(superevent, name)

@@ -19,22 +19,40 @@ DESIGN.md section 3:
    INJ), then gates in the seed's order, each stop logged with its reason:
    offline event; ``trials_factor * FAR`` not below the threshold of its
    group and search (or, failing that, FAR above the looser less-significant
-   threshold); vetoed by the state vectors (DQV).
+   threshold); vetoed by the state vectors (DQV); then a hardware injection
+   (INJ), which is never published (see below).
 4. The preliminary alert (``send_preliminary``): the preferred event's sky
    maps, source properties and p_astro (files tagged
    ``PRELIMINARY_PRODUCT_TAGS``) are copied to the superevent as new
    versions with their tags (a file already there with the same bytes is not
-   copied again); plots are copied too; the notice is issued and delivered
-   (by this task, the queued deliver task as fallback); then plots the event
+   copied again); plots are copied too; the notice is issued; this task
+   writes it to the local destinations (the outbox) at once, while the
+   deliver task queued by ``issue_notice`` sends it over the network (Kafka),
+   so a broker that is down never holds up the rest; then plots the event
    had none of are made, for significant alerts the GCN Circular draft is
-   written and ADVREQ asks for an advocate; GCN_PRELIM_SENT is added.
+   written (from the same preferred event as the notice) and ADVREQ asks for
+   an advocate; GCN_PRELIM_SENT is added. With no clean-up pass to follow,
+   the preferred event is frozen as soon as the notice is issued.
 5. ``cleanup_superevent``, ``PRELIMINARY_CLEANUP_DELAY_S`` after the first
-   pass (whether it sent an alert or stopped), re-selects the preferred
-   event under the superevent lock and freezes it (SIGNIF_LOCKED or
+   pass (whether it sent an alert, stopped or failed), re-selects the
+   preferred event under the superevent lock and freezes it (SIGNIF_LOCKED or
    LOW_SIGNIF_LOCKED: at once if an alert went out, otherwise just before
-   one does), re-checks the state vectors if the preferred event changed,
-   gates again and may send a second preliminary (or a first one, for a
-   candidate that became alertable late).
+   one does), re-checks the state vectors if the preferred event changed
+   (the DQ labels then follow the fresh result), gates again and may send a
+   second preliminary (or a first one, for a candidate that became alertable
+   late).
+
+Vetting is never silently lost. Each attempt claims the superevent with a
+numbered log line (``orchestrator:vetting:N``) and marks it done
+(``orchestrator:vetted``) only when the pass has ended, by an alert or a
+gate. An attempt that raises records the failure (freeing the claim) and,
+with queued tasks, is tried again after ``VETTING["retry_delay_s"]``, up to
+``max_attempts``; a claim whose worker died expires after
+``claim_timeout_s`` (every step of a pass is idempotent, so a takeover
+repeats nothing). ``manage.py qcluster`` resumes at start-up the superevents
+whose vetting began within ``resume_window_s`` and never finished
+(:func:`resume_vetting`). The clean-up pass is scheduled however the first
+pass ends.
 
 Alert kinds and notice reasons (``alerts.delivery.issue_notice`` is
 idempotent on the reason, so a repeated task never sends twice):
@@ -55,16 +73,29 @@ becoming significant), that kind's first alert goes out instead (N = 1);
 a lower kind never follows a higher one. The clean-up pass is the last
 automatic preliminary; Initial, Update and Retraction need a human.
 
-MDC, test and hardware-injection (INJ) candidates are alerted like the
-others, but always with role "test", never as public observations.
+Never a public observation (DESIGN.md section 4: INJ is "never public"):
+
+- hardware injections (INJ) are not published at all, as GWCelery's
+  ``should_publish`` refuses them: the vetting stops before anything is
+  copied or issued, with the reason in the log, so no JSON, Avro or VOEvent
+  payload of an injection is ever built or sent, and no advocate is asked
+  for (no ADVREQ);
+- MDC and test candidates (``MS`` / ``TS`` superevents) are alerted like the
+  others, but with role "test" (the VOEvent role; JSON and Avro carry the
+  ``MS`` / ``TS`` identifier), and go only to destinations whose ``roles``
+  include "test" (``NOTICE_DESTINATIONS``, see :mod:`alerts.delivery`). They
+  keep ADVREQ and the circular draft: advocates rehearse on MDC events.
 
 Tasks run inline (``TASKS_INLINE``: tests, one-shot commands) cannot wait:
 delays are skipped, so vetting starts as soon as the superevent exists; it
 goes on when the annotations are complete (woken by their label), with no
-maximum wait, since nothing can time out; and there is no clean-up pass (it
-exists to catch late events). ``PRELIMINARY_ALERTS`` off disables the flow.
+maximum wait, since nothing can time out; there is no clean-up pass (it
+exists to catch late events), so the first alert freezes the preferred event
+(as with ``SECOND_PRELIMINARY`` off); and a failed vetting is not retried by
+itself. ``PRELIMINARY_ALERTS`` off disables the flow.
 """
 import dataclasses
+import datetime
 import logging
 import math
 
@@ -75,7 +106,7 @@ from django.utils import timezone
 from alerts import circulars, delivery, detchar_task, handlers, products, workers
 from alerts import superevent_rules as rules
 from alerts.handlers import handles
-from alerts.models import Category, Event, Log, Superevent
+from alerts.models import Category, Event, Log, Notice, Superevent
 from alerts.science.notices import CLASSIFICATION_NAMES, PROPERTY_NAMES, ROLE_TEST, NoticeContent, notice_role
 from alerts.steps import StepSkipped, record_step
 from alerts.store import add_file, add_label, latest_file, log
@@ -89,8 +120,16 @@ LOG_TAGS = ("orchestrator",)
 # External keys of the log lines that mark (and claim) each stage.
 SCHEDULED_KEY = "orchestrator:scheduled"
 WAITING_KEY = "orchestrator:waiting"
+# Vetting attempt N is claimed by "<VETTING_KEY>:N", fails with
+# "<VETTING_FAILED_KEY>:N" and the pass is done with VETTED_KEY.
+VETTING_PREFIX = "orchestrator:vet"
 VETTING_KEY = "orchestrator:vetting"
+VETTING_FAILED_KEY = "orchestrator:vetting-failed"
+VETTED_KEY = "orchestrator:vetted"
+CLEANUP_SCHEDULED_KEY = "orchestrator:cleanup-scheduled"
 CLEANUP_KEY = "orchestrator:cleanup"
+# A resumed vetting waits this much past the expiry of a live-looking claim.
+RESUME_MARGIN_S = 1.0
 
 SIGNIFICANT = "preliminary"
 EARLY_WARNING = "earlywarning"
@@ -131,6 +170,106 @@ def claim(superevent, key, message):
             return False
         log(superevent, message, tags=LOG_TAGS, external_key=key)
     return True
+
+
+@dataclasses.dataclass
+class VettingState:
+    """What the vetting claims of a superevent say (see the module docstring)."""
+
+    done: bool = False
+    attempt: int = 0  # the latest attempt claimed (0: vetting never started)
+    claimed_at: object = None  # when it was claimed
+    failed: bool = False  # the latest attempt ended with an error
+
+    def claim_age_s(self, now):
+        return (now - self.claimed_at).total_seconds() if self.claimed_at else math.inf
+
+    def running(self, now):
+        """An attempt holds a live claim: started, not ended, not expired."""
+        return bool(self.attempt) and not self.done and not self.failed \
+            and self.claim_age_s(now) < vetting_policy()["claim_timeout_s"]
+
+
+def vetting_policy():
+    return policy()["VETTING"]
+
+
+def vetting_state(superevent):
+    state = VettingState()
+    failed = set()
+    keys = Log.objects.filter(superevent=superevent, external_key__startswith=VETTING_PREFIX)
+    for key, created in keys.values_list("external_key", "created"):
+        name, _, number = key.rpartition(":")
+        if key == VETTED_KEY:
+            state.done = True
+        elif name == VETTING_KEY and number.isdigit() and int(number) > state.attempt:
+            state.attempt, state.claimed_at = int(number), created
+        elif name == VETTING_FAILED_KEY and number.isdigit():
+            failed.add(int(number))
+    state.failed = state.attempt in failed
+    return state
+
+
+def claim_vetting(superevent, event):
+    """The number of the vetting attempt this run may make, or None if the
+    vetting is done or another worker's claim is still live. A claim older
+    than ``claim_timeout_s`` belongs to a worker that died: taken over."""
+    with transaction.atomic():
+        Superevent.objects.select_for_update().filter(pk=superevent.pk).exists()
+        state = vetting_state(superevent)
+        now = timezone.now()
+        if state.done or state.running(now):
+            return None
+        if state.attempt and not state.failed:
+            log(superevent, f"Orchestrator: vetting attempt {state.attempt} was claimed "
+                            f"{state.claim_age_s(now):.0f} s ago and never finished (worker gone?); taking over",
+                tags=LOG_TAGS)
+        attempt = state.attempt + 1
+        log(superevent, f"Orchestrator: vetting preferred event {event.graceid}"
+                        + (f" (attempt {attempt})" if attempt > 1 else ""),
+            tags=LOG_TAGS, external_key=f"{VETTING_KEY}:{attempt}")
+    return attempt
+
+
+def vetting_failed(superevent, attempt, error):
+    """Free the claim of a failed attempt and, with queued tasks, try again
+    later (bounded); the failure is in the log either way."""
+    conf = vetting_policy()
+    retry = not workers.run_inline() and attempt < conf["max_attempts"]
+    if retry:
+        then = f"trying again in {conf['retry_delay_s']:g} s"
+    else:
+        then = ("no automatic retry left; it resumes when the workers restart (manage.py qcluster) "
+                "or when vet_superevent runs again")
+    log(superevent, f"Orchestrator: vetting attempt {attempt} failed ({type(error).__name__}: {error}); {then}",
+        tags=LOG_TAGS, external_key=f"{VETTING_FAILED_KEY}:{attempt}")
+    if retry:
+        workers.enqueue(VET_TASK, superevent.pk, 0, delay_s=conf["retry_delay_s"])
+
+
+def resume_vetting(now=None):
+    """Queue ``vet_superevent`` for every superevent whose vetting started
+    within ``VETTING["resume_window_s"]`` and never finished (at worker
+    start: a worker may have died mid-pass, or a retry been lost); a claim
+    that still looks live is looked at again just after it expires. Returns
+    how many were queued."""
+    if not policy()["PRELIMINARY_ALERTS"]:
+        return 0
+    now = now or timezone.now()
+    since = now - datetime.timedelta(seconds=vetting_policy()["resume_window_s"])
+    started = set(Log.objects.filter(external_key__startswith=f"{VETTING_KEY}:", created__gte=since,
+                                     superevent__isnull=False).values_list("superevent_id", flat=True))
+    done = set(Log.objects.filter(external_key=VETTED_KEY, superevent_id__in=started)
+               .values_list("superevent_id", flat=True))
+    for superevent in Superevent.objects.filter(pk__in=started - done).order_by("pk"):
+        state = vetting_state(superevent)
+        delay_s = 0.0
+        if state.running(now):
+            delay_s = vetting_policy()["claim_timeout_s"] - state.claim_age_s(now) + RESUME_MARGIN_S
+        when = f" in {delay_s:.0f} s, when the claim of attempt {state.attempt} expires" if delay_s else ""
+        log(superevent, f"Orchestrator: resuming the unfinished vetting{when}", tags=LOG_TAGS)
+        workers.enqueue(VET_TASK, superevent.pk, 0, delay_s=delay_s)
+    return len(started - done)
 
 
 # --- the gates ----------------------------------------------------------------
@@ -176,23 +315,42 @@ def not_significant_reason(event):
     return f"{event.graceid} is not significant: {significant}; {less}"
 
 
+INJECTION_REASON = f"hardware injection ({LABEL_INJ}): injections are never published"
+
+
 def alert_kind(superevent, event):
     """(kind, None) if the seed's gates pass, else (None, why) — in order:
-    offline event, FAR thresholds, state-vector veto."""
+    offline event, FAR thresholds, state-vector veto; then a hardware
+    injection, which is never published."""
     if event.offline:
         return None, f"{event.graceid} is an offline event"
     kind = significance_kind(event)
     if kind is None:
         return None, not_significant_reason(event)
-    if LABEL_DQV in superevent.label_names():
+    labels = superevent.label_names()
+    if LABEL_DQV in labels:
         return None, f"vetoed by the detector state vectors ({LABEL_DQV})"
+    if LABEL_INJ in labels:
+        return None, INJECTION_REASON
     return kind, None
 
 
 def worth_waiting(superevent, event):
     """Whether annotations matter: the gates known without them pass."""
     return not event.offline and significance_kind(event) is not None \
-        and LABEL_DQV not in superevent.label_names()
+        and not {LABEL_DQV, LABEL_INJ} & superevent.label_names()
+
+
+def cleanup_follows():
+    """Whether a clean-up pass will follow the first one."""
+    return policy()["SECOND_PRELIMINARY"] and not workers.run_inline()
+
+
+def issued_kind(superevent):
+    """The highest kind of preliminary alert issued so far, or None."""
+    kinds = {reason.rsplit("-", 1)[0] for reason in
+             Notice.objects.filter(superevent=superevent).values_list("reason", flat=True)}
+    return max(kinds & set(KIND_RANK), key=KIND_RANK.get, default=None)
 
 
 # --- the handlers and tasks -----------------------------------------------------
@@ -220,10 +378,14 @@ def vet_superevent(superevent_pk, polls=0):
     if event is None:
         log(superevent, "Orchestrator: no preferred event, nothing to vet", tags=LOG_TAGS)
         return
+    state = vetting_state(superevent)
+    if state.done:
+        return
     missing = missing_annotations(event)
     max_wait, poll = policy()["ANNOTATION_MAX_WAIT_S"], policy()["ANNOTATION_POLL_S"]
     max_polls = math.ceil(max_wait / poll) if poll > 0 else 0
-    if missing and worth_waiting(superevent, event) and max_polls:
+    # Waiting happens once, before the first attempt; a retry goes straight on.
+    if missing and worth_waiting(superevent, event) and max_polls and not state.attempt:
         if workers.run_inline():
             claim(superevent, WAITING_KEY, f"Waiting for the annotations of {event.graceid} (missing: "
                                            f"{', '.join(missing)}); tasks run inline and cannot time out, so "
@@ -234,26 +396,42 @@ def vet_superevent(superevent_pk, polls=0):
                                            f"{event.graceid} (missing: {', '.join(missing)})")
             workers.enqueue(VET_TASK, superevent_pk, polls + 1, delay_s=poll)
             return
-    if not claim(superevent, VETTING_KEY, f"Orchestrator: vetting preferred event {event.graceid}"):
+    attempt = claim_vetting(superevent, event)
+    if attempt is None:
         return
-    if missing and worth_waiting(superevent, event):
+    if missing and worth_waiting(superevent, event) and attempt == 1:
         log(superevent, f"Annotations of {event.graceid} incomplete after waiting {polls * poll:g} s "
                         f"(missing: {', '.join(missing)}); going on with the products that exist", tags=LOG_TAGS)
     first_kind = None
-    with record_step("preliminary_alert", superevent=superevent):
-        detchar_task.check_superevent(superevent, event)
-        kind, why = alert_kind(superevent, event)
-        if kind is None:
-            stop(superevent, why)
-        send_preliminary(superevent, event, kind, 1)
-        first_kind = kind
+    try:
+        with record_step("preliminary_alert", superevent=superevent) as run:
+            detchar_task.check_superevent(superevent, event)
+            kind, why = alert_kind(superevent, event)
+            if kind is None:
+                stop(superevent, why)
+            send_preliminary(superevent, event, kind, 1, lock=not cleanup_follows())
+            first_kind = kind
+    except Exception as error:  # recorded as a failed step; the claim is freed for a retry
+        vetting_failed(superevent, attempt, error)
+        raise
+    else:
+        outcome = f"{KIND_TITLES[first_kind]} alert" if first_kind else f"stopped: {run.error}"
+        log(superevent, f"Orchestrator: vetting finished ({outcome})", tags=LOG_TAGS, external_key=VETTED_KEY)
+    finally:
+        schedule_cleanup(superevent, first_kind, event)
+
+
+def schedule_cleanup(superevent, first_kind, event):
+    """Queue the clean-up pass once per superevent, however the first pass
+    ended (alert, gate or error), or say why there is none."""
     if not policy()["SECOND_PRELIMINARY"]:
         return
     if workers.run_inline():
-        log(superevent, "No clean-up pass: tasks run inline and cannot wait for late events", tags=LOG_TAGS)
+        claim(superevent, CLEANUP_SCHEDULED_KEY, "No clean-up pass: tasks run inline and cannot wait for late events")
         return
-    workers.enqueue(CLEANUP_TASK, superevent_pk, first_kind or "", event.pk,
-                    delay_s=policy()["PRELIMINARY_CLEANUP_DELAY_S"])
+    delay_s = policy()["PRELIMINARY_CLEANUP_DELAY_S"]
+    if claim(superevent, CLEANUP_SCHEDULED_KEY, f"Orchestrator: clean-up pass in {delay_s:g} s"):
+        workers.enqueue(CLEANUP_TASK, superevent.pk, first_kind or "", event.pk, delay_s=delay_s)
 
 
 @handles(handlers.EVENT_LABEL_ADDED)
@@ -267,8 +445,7 @@ def annotations_arrived(event_pk, label_name):
     if superevent is None or superevent.preferred_event_id != event.pk or missing_annotations(event):
         return
     waiting = Log.objects.filter(superevent=superevent, external_key=WAITING_KEY).exists()
-    vetted = Log.objects.filter(superevent=superevent, external_key=VETTING_KEY).exists()
-    if waiting and not vetted:
+    if waiting and not vetting_state(superevent).attempt:
         workers.enqueue(VET_TASK, superevent.pk, 0)
 
 
@@ -287,6 +464,9 @@ def cleanup_superevent(superevent_pk, first_kind, first_event_pk):
     superevent = Superevent.objects.get(pk=superevent_pk)
     if not claim(superevent, CLEANUP_KEY, "Orchestrator: clean-up of the preferred event"):
         return
+    # The first pass may have failed after issuing its notice: what was
+    # issued counts, whatever the first pass could report.
+    first_kind = first_kind or issued_kind(superevent)
     with record_step("preliminary_cleanup", superevent=superevent):
         # Freeze at once if an alert went out; otherwise only once one will.
         superevent, event, _ = reselect_and_lock(superevent_pk, lock=bool(first_kind))
@@ -309,6 +489,13 @@ def cleanup_superevent(superevent_pk, first_kind, first_event_pk):
         send_preliminary(superevent, event, kind, number, copied=copied)
         if kind != LESS_SIGNIFICANT:
             add_label(superevent, LABEL_DQR_REQUEST)
+
+
+def freeze_now(superevent_pk, event):
+    """Freeze the preferred event under the superevent lock (the first
+    alert, when no clean-up pass will follow to do it)."""
+    with transaction.atomic():
+        freeze(Superevent.objects.select_for_update().get(pk=superevent_pk), event)
 
 
 def freeze(superevent, event):
@@ -442,15 +629,18 @@ def notice_content(superevent, event, kind, serial):
     )
 
 
-def send_preliminary(superevent, event, kind, number, copied=None):
+def send_preliminary(superevent, event, kind, number, copied=None, lock=False):
     """Copy products, issue and deliver the notice, then make plots, write the
-    circular and label.
+    circular and label; with ``lock``, freeze the preferred event as soon as
+    the notice is issued.
 
     The notice needs only the copied products (the sky map it carries), so it
-    goes out before the plots and the circular, which take longer. It is
-    delivered from this task at once; the deliver task that ``issue_notice``
-    queues remains the fallback, finding nothing left to do (or what this
-    run could not send), as claims keep each delivery to one sender.
+    goes out before the plots and the circular, which take longer. This task
+    writes it to the local destinations at once (the outbox: a disk write);
+    the deliver task that ``issue_notice`` queues sends it over the network
+    (Kafka, which may wait seconds for a broker) and picks up whatever this
+    run could not write, as claims keep each delivery to one sender. So the
+    circular draft and the labels never wait for a slow broker.
     """
     if copied is None:
         copied = copy_products(superevent, event)
@@ -459,12 +649,14 @@ def send_preliminary(superevent, event, kind, number, copied=None):
                                    lambda serial: notice_content(superevent, event, kind, serial))
     if not workers.run_inline():  # inline, issue_notice delivered it already
         try:
-            delivery.deliver(notice.pk)
+            delivery.deliver(notice.pk, local_only=True)
         except Exception:  # the queued deliver task will send it
             logger.exception("could not deliver %s from the vetting task", notice.identity)
+    if lock:
+        freeze_now(superevent.pk, event)
     make_plots(superevent, copied)
     if kind != LESS_SIGNIFICANT:
-        circulars.write_circular(superevent, ALERT_TYPES[kind])
+        circulars.write_circular(superevent, ALERT_TYPES[kind], event=event)
     add_label(superevent, LABEL_PRELIM_SENT)
     if kind != LESS_SIGNIFICANT:
         add_label(superevent, LABEL_ADVREQ)

@@ -29,6 +29,11 @@ EXTENSIONS = {"json": "json", "avro": "avro", "voevent": "xml"}
 CONTENT_TYPES = {"json": "application/json", "avro": "application/avro", "voevent": "application/xml"}
 FORMATS = tuple(EXTENSIONS)
 
+# Transports that only write to this machine's disk: the vetting task
+# delivers to these itself, at once; networked ones (Kafka, which may wait
+# seconds for a broker) are left to the queued deliver task.
+LOCAL_TRANSPORTS = ("outbox",)
+
 DEFAULT_KAFKA_TOPIC = "igwn.gwalert"
 DEFAULT_KAFKA_TIMEOUT_S = 10.0
 # librdkafka gives up on a message this long before flush() stops waiting,

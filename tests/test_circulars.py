@@ -144,3 +144,29 @@ def test_alert_flow_writes_the_circular_with_the_alert_numbers(settings):
     assert f"90% credible region covers {round(summary['area_90_deg2'])} deg2" in text
     assert "BNS (95%), Terrestrial (4%), NSBH (<1%), and BBH (<1%)" in text
     assert "HasRemnant, some matter remains outside the final compact object: 87%" in text
+
+
+def test_far_is_always_about_one_in_n_years():
+    """The issue's wording, also for recurrences under a year (an early-warning
+    alert passes with trials factor 4 x FAR below one a month)."""
+    seconds_per_year = 365.25 * 86400
+    text = render_circular("EARLYWARNING", hand_context(event={**hand_context()["event"],
+                                                              "far": 1 / (0.33 * seconds_per_year)}))
+    assert "that is about one in 0.33 years." in text
+    assert "month" not in text and " days" not in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_circular_describes_the_event_it_is_given_not_the_current_preferred_event():
+    loud = make_event(far=NOT_SIGNIFICANT_FAR, pipeline="gstlal", snr=12.0)
+    quiet = make_event(far=NOT_SIGNIFICANT_FAR * 2, pipeline="pycbc", snr=8.0, gpstime=T0 + 0.2)
+    loud.refresh_from_db()
+    superevent = Superevent.objects.get(pk=loud.superevent_id)
+    assert superevent.preferred_event_id == loud.pk
+
+    context = circular_context(superevent, event=quiet)
+    assert context["event"]["graceid"] == quiet.graceid and context["event"]["far"] == quiet.far
+    assert context["pipeline_citations"] == ["PyCBC Live [1]", "GstLAL [2]"]
+    text = write_circular(superevent, "PRELIMINARY", event=quiet).read().decode()
+    assert "found by the PyCBC Live [1] and GstLAL [2] pipelines" in text
+    assert circular_context(superevent)["event"]["graceid"] == loud.graceid  # default: the preferred event

@@ -11,6 +11,8 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -20,6 +22,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from ligo.skymap.io.fits import write_sky_map
 from lxml import etree
@@ -240,6 +244,83 @@ def test_outbox_resend_is_idempotent_and_never_overwrites_another_notice(tmp_pat
     assert first.read_bytes() == b"<a/>"
 
 
+# --- roles: which destination takes which notices ------------------------------------
+
+
+def outbox_destination(tmp_path, name, formats=ALL_FORMATS, **extra):
+    return {"name": name, "transport": "outbox", "formats": list(formats), "directory": str(tmp_path / name),
+            **extra}
+
+
+def test_a_destination_gets_only_the_roles_it_takes(settings, superevent, content, tmp_path, sends):
+    public = outbox_destination(tmp_path, "public")  # no "roles": observation notices only
+    rehearsal = outbox_destination(tmp_path, "rehearsal", ["voevent"], roles=["observation", "test"])
+    use_destinations(settings, public, rehearsal)
+
+    mock = delivery.issue_notice(superevent, "preliminary-1", content(role="test"))
+    assert mock.role == "test"
+    assert list(NoticeDelivery.objects.filter(notice=mock).values_list("destination", "format")) == [
+        ("rehearsal", "voevent")]
+    assert [(name, format) for name, _, format, _ in sends] == [("rehearsal", "voevent")]
+    assert outbox_files(tmp_path / "public") == []
+    [xml] = outbox_files(tmp_path / "rehearsal")
+    assert etree.fromstring(xml.read_bytes()).get("role") == "test"
+    assert any(mock.identity in line and "not to public, which take no test notices" in line
+               for line in superevent_logs(superevent))
+
+    real = delivery.issue_notice(superevent, "preliminary-2", lambda serial: dataclasses.replace(
+        content(), serial=serial, time_created="2019-04-25T08:25:00Z"))
+    assert sorted(NoticeDelivery.objects.filter(notice=real).values_list("destination", flat=True)) == [
+        "public", "public", "public", "rehearsal"]
+    assert len(outbox_files(tmp_path / "public")) == 3
+
+
+def test_a_destination_whose_roles_narrowed_after_issuing_refuses_the_notice(settings, superevent, content,
+                                                                             tmp_path, held):
+    rehearsal = outbox_destination(tmp_path, "rehearsal", roles=["test", "observation"])
+    use_destinations(settings, rehearsal)
+    notice = delivery.issue_notice(superevent, "preliminary-1", content(role="test"))
+    use_destinations(settings, {**rehearsal, "roles": ["observation"]})
+    delivery.deliver(notice.pk)
+    assert set(NoticeDelivery.objects.values_list("status", "attempts")) == {("failed", 1)}
+    assert "takes no test notices" in NoticeDelivery.objects.first().last_error
+    assert outbox_files(tmp_path / "rehearsal") == []
+
+
+@pytest.mark.parametrize("roles", [["public"], [], "observation"])
+def test_bad_roles_stop_issuing(settings, superevent, content, tmp_path, roles):
+    use_destinations(settings, outbox_destination(tmp_path, "outbox", roles=roles))
+    with pytest.raises(ImproperlyConfigured, match="roles"):
+        delivery.issue_notice(superevent, "preliminary-1", content())
+    assert not Notice.objects.exists()
+
+
+# --- the vetting task delivers locally; the network is the queued task's ---------------
+
+
+def test_local_only_delivery_leaves_networked_destinations_to_the_queued_task(settings, superevent, content,
+                                                                             outbox, held, monkeypatch):
+    network = []
+    monkeypatch.setitem(transports.TRANSPORTS, "kafka", lambda destination, identity, format, payload, **kwargs:
+                        network.append((identity, format)))
+    use_destinations(settings, settings.ORCHESTRATOR["NOTICE_DESTINATIONS"][0],
+                     {"name": "kafka", "transport": "kafka", "formats": ["json"], "bootstrap_servers": "unused:9092"})
+    notice = delivery.issue_notice(superevent, "preliminary-1", content())
+
+    def statuses():
+        return dict(((d.destination, d.format), d.status) for d in NoticeDelivery.objects.filter(notice=notice))
+
+    delivery.deliver(notice.pk, local_only=True)
+    assert statuses() == {("outbox", "json"): "sent", ("outbox", "avro"): "sent", ("outbox", "voevent"): "sent",
+                          ("kafka", "json"): "pending"}
+    assert network == [] and len(outbox_files(outbox)) == 3
+    delivery.deliver(notice.pk, local_only=True)  # nothing local left: nothing happens
+    assert network == []
+    delivery.deliver(notice.pk)  # the task issue_notice queued
+    assert network == [(notice.identity, "json")]
+    assert set(statuses().values()) == {"sent"}
+
+
 # --- workers racing ------------------------------------------------------------
 
 
@@ -304,7 +385,7 @@ def test_racing_workers_send_each_delivery_once(superevent, content, outbox, hel
 
 def test_racing_workers_without_claims_would_send_twice(superevent, content, held, tmp_path, monkeypatch):
     """Control: the race test above catches a delivery picked without a lock."""
-    def unlocked_claim(notice, token, exclude):
+    def unlocked_claim(notice, token, exclude, names=None):
         candidate = NoticeDelivery.objects.filter(notice=notice, status="pending").exclude(
             pk__in=exclude).order_by("pk").first()
         if candidate is not None:
@@ -382,6 +463,50 @@ def test_kafka_delivers_the_stored_bytes_keyed_by_identity(settings, superevent,
     # A repeated message puts nothing more on the topic.
     delivery.issue_notice(superevent, "preliminary-1", content())
     consume(kafka, 3)
+
+
+def test_kafka_config_maps_the_credentials():
+    destination = {"name": "gcn", "transport": "kafka", "bootstrap_servers": "kafka.example:9092",
+                   "security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_username": "user",
+                   "sasl_password": "not-a-secret", "timeout_s": 3.0, "config": {"ssl.ca.location": "/etc/ca.pem"}}
+    config = transports.kafka_config(destination)
+    assert {name: config[name] for name in ("bootstrap.servers", "security.protocol", "sasl.mechanism",
+                                            "sasl.username", "sasl.password", "message.timeout.ms",
+                                            "ssl.ca.location", "client.id")} == {
+        "bootstrap.servers": "kafka.example:9092", "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+        "sasl.username": "user", "sasl.password": "not-a-secret", "message.timeout.ms": 3000,
+        "ssl.ca.location": "/etc/ca.pem", "client.id": "gw-alert-orchestrator-gcn"}
+    assert config["enable.idempotence"] is True and config["acks"] == "all"
+    default = transports.kafka_config({name: value for name, value in destination.items() if name != "sasl_mechanism"})
+    assert default["sasl.mechanism"] == "SCRAM-SHA-512"
+    plain = transports.kafka_config({"name": "local", "bootstrap_servers": "localhost:9092",
+                                     "sasl_username": "ignored"})
+    assert plain["security.protocol"] == "PLAINTEXT" and not any(name.startswith("sasl.") for name in plain)
+    with pytest.raises(transports.PermanentTransportError, match="bootstrap_servers"):
+        transports.kafka_config({"name": "nowhere"})
+
+
+def test_kafka_credentials_from_the_environment_reach_librdkafka(tmp_path):
+    """ORCHESTRATOR_KAFKA_* -> the settings' Kafka destination -> librdkafka
+    options (settings are read once per process: a fresh one)."""
+    code = ("import json, django; django.setup(); from django.conf import settings; from alerts import transports; "
+            "[kafka] = [d for d in settings.ORCHESTRATOR['NOTICE_DESTINATIONS'] if d['transport'] == 'kafka']; "
+            "print(json.dumps({'roles': kafka['roles'], 'config': transports.kafka_config(kafka)}))")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
+           "ORCHESTRATOR_KAFKA_SERVERS": "kafka.example:9092", "ORCHESTRATOR_KAFKA_USERNAME": "user",
+           "ORCHESTRATOR_KAFKA_PASSWORD": "not-a-secret", "ORCHESTRATOR_KAFKA_SASL_MECHANISM": "PLAIN",
+           "ORCHESTRATOR_KAFKA_ROLES": "observation"}
+    env.pop("ORCHESTRATOR_KAFKA_SECURITY_PROTOCOL", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=django_settings.BASE_DIR, capture_output=True,
+                          text=True, timeout=JOIN_S)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["roles"] == ["observation"]
+    config = found["config"]
+    assert (config["bootstrap.servers"], config["security.protocol"], config["sasl.mechanism"],
+            config["sasl.username"], config["sasl.password"]) == (
+        "kafka.example:9092", "SASL_SSL", "PLAIN", "user", "not-a-secret")
 
 
 def die_after_the_broker_accepts(notice_pk):

@@ -9,6 +9,7 @@ import pytest
 
 from alerts import detchar_task
 from alerts.models import Superevent
+from alerts.store import add_label
 from tests.annotated import write_frames
 from tests.factories import T0, make_event
 
@@ -96,3 +97,33 @@ def test_candidate_ending_in_the_future_is_skipped(frames_glob, monkeypatch):
     superevent, report, log = checked(search="EarlyWarning")
     assert report["verdict"] is None and "early-warning" in report["skipped_reason"]
     assert not {"DQOK", "DQV"} & superevent.label_names()
+
+
+def test_a_recheck_replaces_the_verdict_labels_it_added_but_keeps_inj_and_human_labels(frames_glob, settings,
+                                                                                       tmp_path):
+    """The clean-up re-checks a new preferred event: the labels must follow
+    the fresh result, never leave an old DQV vetoing or DQOK beside DQV."""
+    frames_glob(cleared=[("L1", "GDS-CALIB_STATE_VECTOR", 0, T0 + 0.2, T0 + 0.4),
+                         ("H1", "GDS-CALIB_STATE_VECTOR", 6, T0 - 0.5, T0 + 0.5)])
+    superevent, _, _ = checked()
+    event = superevent.preferred_event
+    assert {"DQV", "INJ"} <= superevent.label_names() and "DQOK" not in superevent.label_names()
+
+    good = write_frames(tmp_path / "good-frames")
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "DETCHAR_FRAME_GLOB": good}
+    assert detchar_task.check_superevent(superevent, event).verdict == "DQOK"
+    labels = superevent.label_names()
+    assert "DQOK" in labels and "DQV" not in labels
+    assert "INJ" in labels  # an injection seen in the window never goes away
+    assert "Label removed: DQV" in {entry.message for entry in superevent.logs.all()}
+
+    # Unknown quality (no frames): no verdict stands any more.
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "DETCHAR_FRAME_GLOB": ""}
+    detchar_task.check_superevent(superevent, event)
+    assert not {"DQOK", "DQV"} & superevent.label_names()
+
+    # A DQV a human applied is theirs: a good check never removes it.
+    add_label(superevent, "DQV", creator="advocate")
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "DETCHAR_FRAME_GLOB": good}
+    detchar_task.check_superevent(superevent, event)
+    assert {"DQOK", "DQV"} <= superevent.label_names()

@@ -2,15 +2,20 @@
 logged reason why not. Tasks run inline, so every flow here runs to its end
 inside the call that creates the event (delays are not waited for)."""
 import base64
+import datetime
 import json
+import multiprocessing
+import os
+import time
 from pathlib import Path
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
+from django.utils import timezone
 from lxml import etree
 
-from alerts import orchestrator, products, workers
-from alerts.models import Notice, StepRun, Superevent
+from alerts import delivery, detchar_task, orchestrator, products, transports, workers
+from alerts.models import Log, Notice, NoticeDelivery, NoticePayload, StepRun, Superevent
 from alerts.store import add_file, add_label
 from tests.annotated import CBC_READY, EM_BRIGHT, P_ASTRO, TINY_PNG, annotated_event, tiny_skymap, write_frames
 from tests.factories import T0, make_event
@@ -21,11 +26,19 @@ OUTBOX_EXTENSIONS = ("json", "avro", "xml")
 VOEVENT_NS = {"voe": "http://www.ivoa.net/xml/VOEvent/v2.0"}
 NOT_SIGNIFICANT_FAR = 1e-4  # above 2/day, below the superevent threshold of 1/hour
 LESS_SIGNIFICANT_FAR = 1e-5  # below 2/day, 7 x FAR far above 1/(30 days)
+ALL_ROLES = ["observation", "test"]
+ALL_FORMATS = ["json", "avro", "voevent"]
+RACERS = 3
+# Racing workers hold the vetting (and each send) this long, so they overlap.
+RACE_HOLD_S = 0.3
+JOIN_S = 120
 
 
 @pytest.fixture(autouse=True)
 def alerts_on(settings, isolated_orchestrator):
-    configure(settings, PRELIMINARY_ALERTS=True)
+    # The private outbox takes MDC (test-role) notices, as the default one does.
+    outbox = {**isolated_orchestrator["NOTICE_DESTINATIONS"][0], "roles": ALL_ROLES}
+    configure(settings, PRELIMINARY_ALERTS=True, NOTICE_DESTINATIONS=[outbox])
 
 
 def configure(settings, **changes):
@@ -207,29 +220,82 @@ def test_state_vector_veto_stops_the_alert(settings, tmp_path, outbox):
     assert report["verdict"] == "DQV"
 
 
-def test_hardware_injection_goes_out_as_test(settings, tmp_path, outbox):
+def fake_kafka(monkeypatch, sent, roles=ALL_ROLES):
+    """A Kafka destination whose transport records instead of producing."""
+    monkeypatch.setitem(transports.TRANSPORTS, "kafka", lambda destination, identity, format, payload, **kwargs:
+                        sent.append((destination["name"], identity, format)))
+    return {"name": "kafka", "transport": "kafka", "formats": ALL_FORMATS, "bootstrap_servers": "unused:9092",
+            "roles": roles}
+
+
+def test_hardware_injection_is_never_published(settings, tmp_path, outbox, deferred, monkeypatch):
+    """INJ is never public (GWCelery's should_publish): no payload of any
+    format is built or sent to any destination, even one taking test
+    notices, in the first pass or the clean-up; no advocate is asked for."""
+    sent = []
     glob = write_frames(tmp_path / "frames", cleared=[("H1", "GDS-CALIB_STATE_VECTOR", 6, T0 - 0.5, T0 + 0.5)])
-    configure(settings, DETCHAR_FRAME_GLOB=glob)
+    configure(settings, DETCHAR_FRAME_GLOB=glob,
+              NOTICE_DESTINATIONS=settings.ORCHESTRATOR["NOTICE_DESTINATIONS"] + [fake_kafka(monkeypatch, sent)])
+    real_send = transports.send
+    monkeypatch.setattr(transports, "send", lambda *args, **kwargs: sent.append(args[:3]) or real_send(*args, **kwargs))
     superevent = superevent_of(annotated_event())
-    assert {"DQOK", "INJ"} <= superevent.label_names()
-    notice = Notice.objects.get(superevent=superevent)
-    assert notice.role == "test"
-    role, params = voevent_params(outbox, notice)
-    assert role == "test" and params["HardwareInj"] == "1"
+    run_all(deferred)
+
+    labels = superevent.label_names()
+    assert {"DQOK", "INJ"} <= labels
+    assert sent == [] and not outbox.exists()
+    assert not Notice.objects.exists() and not NoticePayload.objects.exists()
+    log = messages(superevent)
+    assert "No preliminary alert: hardware injection (INJ): injections are never published" in log
+    assert "No second preliminary alert: hardware injection (INJ): injections are never published" in log
+    assert not {"ADVREQ", "GCN_PRELIM_SENT"} & labels
+    assert not superevent.files.filter(name__endswith="-circular.txt").exists()
 
 
-def test_mdc_event_goes_out_as_test(outbox):
+def test_mdc_notices_have_role_test_and_go_only_to_destinations_taking_test(settings, tmp_path, outbox):
+    public = {"name": "public", "transport": "outbox", "formats": ALL_FORMATS, "directory": str(tmp_path / "public"),
+              "roles": ["observation"]}
+    configure(settings, NOTICE_DESTINATIONS=settings.ORCHESTRATOR["NOTICE_DESTINATIONS"] + [public])
     superevent = superevent_of(annotated_event(search="MDC"))
     assert superevent.superevent_id.startswith("MS")
     notice = Notice.objects.get(superevent=superevent)
     assert (notice.reason, notice.role) == ("preliminary-1", "test")
     assert voevent_params(outbox, notice)[0] == "test"
+    assert json_notice(outbox, notice)["superevent_id"] == superevent.superevent_id
+    assert set(NoticeDelivery.objects.filter(notice=notice).values_list("destination", flat=True)) == {"outbox"}
+    assert not (tmp_path / "public").exists()
+    assert "ADVREQ" in superevent.label_names()  # advocates rehearse on MDC candidates
+
+    real = superevent_of(annotated_event(gpstime=T0 + 100))
+    notice = Notice.objects.get(superevent=real)
+    assert notice.role == "observation"
+    assert len(list((tmp_path / "public" / real.superevent_id).iterdir())) == len(OUTBOX_EXTENSIONS)
+
+
+@pytest.mark.parametrize(("offline", "far", "labels", "reason"), [
+    (True, 1e-10, ["DQV"], "is an offline event"),
+    (False, NOT_SIGNIFICANT_FAR, ["DQV"], "is not significant"),
+    (True, NOT_SIGNIFICANT_FAR, [], "is an offline event"),
+    (False, 1e-10, ["DQV", "INJ"], "vetoed by the detector state vectors (DQV)"),
+], ids=["offline+DQV", "insignificant+DQV", "offline+insignificant", "DQV+INJ"])
+def test_with_two_failing_gates_the_first_in_the_seed_order_is_the_reason(settings, offline, far, labels, reason):
+    configure(settings, PRELIMINARY_ALERTS=False)
+    event = annotated_event(offline=offline, far=far)
+    superevent = superevent_of(event)
+    for label in labels:  # as a human would apply them: no state-vector check removes them
+        add_label(superevent, label, creator="advocate")
+    configure(settings, PRELIMINARY_ALERTS=True)
+    orchestrator.vet_superevent(superevent.pk)
+    [stop] = [m for m in messages(superevent) if m.startswith("No preliminary alert")]
+    assert reason in stop
+    assert reasons(superevent) == []
 
 
 def test_early_warning_event_sends_an_earlywarning_alert_and_inline_there_is_no_clean_up(outbox):
     superevent = superevent_of(annotated_event(search="EarlyWarning"))
     assert "No clean-up pass: tasks run inline and cannot wait for late events" in messages(superevent)
-    assert not {"SIGNIF_LOCKED", "LOW_SIGNIF_LOCKED"} & superevent.label_names()
+    # No clean-up pass will freeze the preferred event: the first alert did.
+    assert "SIGNIF_LOCKED" in superevent.label_names()
     notice = Notice.objects.get(superevent=superevent)
     assert (notice.reason, notice.alert_type) == ("earlywarning-1", "EARLYWARNING")
     assert json_notice(outbox, notice)["alert_type"] == "EARLYWARNING"
@@ -386,3 +452,235 @@ def test_queued_mode_waits_with_delayed_tasks(settings):
                                                  (orchestrator.VET_TASK, [superevent.pk, 0])]
     assert [round((t.due - start).total_seconds()) for t in tasks] == [2, 15]
     assert reasons(superevent) == []
+
+
+# --- vetting is never silently lost ----------------------------------------------------
+
+
+def fail_once(monkeypatch, owner, name):
+    real = getattr(owner, name)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("worker hiccup")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, failing)
+
+
+@pytest.mark.parametrize("fails", ["issue_notice", "make_plots"],
+                         ids=["before the notice is issued", "after the notice went out"])
+def test_a_vetting_that_fails_once_is_tried_again_and_the_notice_goes_out_once(settings, outbox, deferred,
+                                                                              monkeypatch, fails):
+    event = annotated_event()
+    superevent = superevent_of(event)
+    fail_once(monkeypatch, delivery if fails == "issue_notice" else orchestrator, fails)
+
+    with pytest.raises(RuntimeError, match="worker hiccup"):
+        run_next(deferred, orchestrator.VET_TASK)
+    retry_s = settings.ORCHESTRATOR["VETTING"]["retry_delay_s"]
+    assert (f"Orchestrator: vetting attempt 1 failed (RuntimeError: worker hiccup); trying again in {retry_s:g} s"
+            in messages(superevent))
+    assert StepRun.objects.get(step="preliminary_alert", superevent=superevent).status == "failed"
+    assert "GCN_PRELIM_SENT" not in superevent.label_names()
+    # The retry and the clean-up pass are both queued, however the pass ended.
+    assert [(path, delay) for path, _, delay in deferred] == [
+        (orchestrator.VET_TASK, retry_s),
+        (orchestrator.CLEANUP_TASK, settings.ORCHESTRATOR["PRELIMINARY_CLEANUP_DELAY_S"])]
+
+    run_next(deferred, orchestrator.VET_TASK)
+    assert reasons(superevent) == ["preliminary-1"]
+    notice = Notice.objects.get(superevent=superevent)
+    assert sorted(path.name for path in (outbox / superevent.superevent_id).iterdir()) == sorted(
+        f"{notice.identity}.{extension}" for extension in OUTBOX_EXTENSIONS)
+    assert set(NoticeDelivery.objects.values_list("status", "attempts")) == {("sent", 1)}
+    assert {"GCN_PRELIM_SENT", "ADVREQ"} <= superevent.label_names()
+    assert superevent.files.filter(name="preliminary-circular.txt").count() == 1
+    log = messages(superevent)
+    assert f"Orchestrator: vetting preferred event {event.graceid} (attempt 2)" in log
+    assert sum(m.startswith("Orchestrator: vetting finished") for m in log) == 1
+
+    orchestrator.vet_superevent(superevent.pk)  # a later rerun: the vetting is done
+    run_all(deferred)  # the clean-up pass: the second preliminary, with the same event
+    assert reasons(superevent) == ["preliminary-1", "preliminary-2"]
+    assert messages(superevent).count(f"Orchestrator: vetting preferred event {event.graceid} (attempt 2)") == 1
+
+
+def test_a_vetting_whose_worker_died_is_resumed_once_its_claim_expires(settings, outbox, deferred):
+    event = annotated_event()
+    superevent = superevent_of(event)
+    deferred.clear()  # the vetting task was taken by a worker ...
+    assert orchestrator.claim_vetting(superevent, event) == 1  # ... that died after claiming
+    timeout_s = settings.ORCHESTRATOR["VETTING"]["claim_timeout_s"]
+
+    # qcluster starts: the claim still looks live, so it is looked at again
+    # just after it expires; until then, no second vetting runs.
+    assert orchestrator.resume_vetting() == 1
+    [(path, args, delay_s)] = deferred
+    assert path == orchestrator.VET_TASK and timeout_s < delay_s <= timeout_s + orchestrator.RESUME_MARGIN_S
+    run_next(deferred, orchestrator.VET_TASK)
+    assert reasons(superevent) == [] and deferred == []
+
+    Log.objects.filter(superevent=superevent, external_key=f"{orchestrator.VETTING_KEY}:1").update(
+        created=timezone.now() - datetime.timedelta(seconds=timeout_s + 1))
+    assert orchestrator.resume_vetting() == 1
+    assert deferred[0][2] == 0.0
+    run_next(deferred, orchestrator.VET_TASK)
+    assert reasons(superevent) == ["preliminary-1"]
+    assert any("never finished (worker gone?); taking over" in m for m in messages(superevent))
+
+    # Finished vettings, and those begun before the resume window, stay as they are.
+    deferred.clear()
+    old = annotated_event(gpstime=T0 + 100)
+    deferred.clear()
+    assert orchestrator.claim_vetting(superevent_of(old), old) == 1
+    Log.objects.filter(superevent=superevent_of(old), external_key__startswith=orchestrator.VETTING_KEY).update(
+        created=timezone.now() - datetime.timedelta(seconds=settings.ORCHESTRATOR["VETTING"]["resume_window_s"] + 1))
+    assert orchestrator.resume_vetting() == 0 and deferred == []
+
+
+# --- workers racing on one superevent ----------------------------------------------------
+
+
+def race_vetting(target, superevent_pk, barrier, record, failures):
+    """One racing worker: every send is recorded in a file shared by the
+    processes; the state-vector check and each send take a while."""
+    connections.close_all()  # never share the parent's connection
+    real_send, real_check = transports.send, detchar_task.check_superevent
+
+    def recording_send(destination, identity, format, payload, **kwargs):
+        with open(record, "a") as stream:  # O_APPEND: whole lines from every process
+            stream.write(f"{destination['name']} {identity} {format} {os.getpid()}\n")
+        time.sleep(RACE_HOLD_S)
+        return real_send(destination, identity, format, payload, **kwargs)
+
+    def slow_check(*args, **kwargs):
+        time.sleep(RACE_HOLD_S)
+        return real_check(*args, **kwargs)
+
+    transports.send, detchar_task.check_superevent = recording_send, slow_check
+    barrier.wait()
+    try:
+        if target == "vet_superevent":
+            orchestrator.vet_superevent(superevent_pk)
+        else:
+            superevent = Superevent.objects.select_related("preferred_event").get(pk=superevent_pk)
+            orchestrator.send_preliminary(superevent, superevent.preferred_event, orchestrator.SIGNIFICANT, 1)
+    except Exception as error:  # reported to the parent, which fails the test
+        failures.put(f"{type(error).__name__}: {error}")
+    finally:
+        connections.close_all()
+
+
+@pytest.mark.parametrize("target", ["vet_superevent", "send_preliminary"])
+def test_workers_racing_on_one_superevent_send_each_notice_once(settings, outbox, tmp_path, target):
+    configure(settings, PRELIMINARY_ALERTS=False)
+    superevent = superevent_of(annotated_event())
+    configure(settings, PRELIMINARY_ALERTS=True)
+    record = tmp_path / "sends.txt"
+
+    context = multiprocessing.get_context("fork")
+    barrier, failures = context.Barrier(RACERS), context.Queue()
+    connections.close_all()
+    racers = [context.Process(target=race_vetting, args=(target, superevent.pk, barrier, record, failures))
+              for _ in range(RACERS)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(JOIN_S)
+    assert [racer.exitcode for racer in racers] == [0] * RACERS
+    assert failures.empty(), failures.get()
+
+    notice = Notice.objects.get(superevent=superevent)
+    sent = sorted(line.rsplit(" ", 1)[0] for line in record.read_text().splitlines())
+    assert sent == sorted(f"outbox {notice.identity} {format}" for format in ALL_FORMATS)
+    assert sorted(path.name for path in (outbox / superevent.superevent_id).iterdir()) == sorted(
+        f"{notice.identity}.{extension}" for extension in OUTBOX_EXTENSIONS)
+    if target == "vet_superevent":
+        assert sum(m.startswith("Orchestrator: vetting preferred") for m in messages(superevent)) == 1
+
+
+# --- freezing, fresh state vectors, the circular's event, slow brokers ----------------------
+
+
+@pytest.mark.parametrize(("far", "lock"), [(1e-10, "SIGNIF_LOCKED"), (LESS_SIGNIFICANT_FAR, "LOW_SIGNIF_LOCKED")])
+def test_without_a_clean_up_pass_the_first_alert_freezes_the_preferred_event(settings, outbox, deferred, far, lock):
+    configure(settings, SECOND_PRELIMINARY=False)
+    event = annotated_event(far=far)
+    superevent = superevent_of(event)
+    run_next(deferred, orchestrator.VET_TASK)
+    assert len(reasons(superevent)) == 1 and deferred == []  # no clean-up pass will follow
+    assert lock in superevent.label_names()
+    louder = annotated_event(far=far, snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1)
+    assert superevent_of(louder) == superevent
+    superevent.refresh_from_db()
+    assert superevent.preferred_event_id == event.pk
+
+
+def test_the_clean_up_gates_on_the_fresh_state_vector_check(settings, tmp_path, outbox, deferred):
+    # L1 is bad; a later, louder event seen by H1 and V1 does not use L1.
+    glob = write_frames(tmp_path / "frames", detectors=("H1", "L1", "V1"),
+                        cleared=[("L1", "GDS-CALIB_STATE_VECTOR", 0, T0 + 0.2, T0 + 0.4)])
+    configure(settings, DETCHAR_FRAME_GLOB=glob)
+    superevent = superevent_of(annotated_event(snr=9.0))
+    run_next(deferred, orchestrator.VET_TASK)
+    assert "DQV" in superevent.label_names() and reasons(superevent) == []
+
+    louder = annotated_event(snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1, instruments=("H1", "V1"))
+    assert superevent_of(louder) == superevent
+    run_next(deferred, orchestrator.CLEANUP_TASK)
+    labels = superevent.label_names()
+    assert "DQOK" in labels and "DQV" not in labels
+    assert reasons(superevent) == ["preliminary-1"]
+    assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["instruments"] == ["H1", "V1"]
+
+
+def test_the_circular_describes_the_event_of_the_notice_even_if_the_preferred_event_changed(
+        settings, outbox, monkeypatch):
+    configure(settings, PRELIMINARY_ALERTS=False)
+    first = annotated_event(snr=12.0)
+    other = annotated_event(snr=8.0, pipeline="pycbc", gpstime=T0 + 0.1)
+    superevent = superevent_of(first)
+    assert superevent.preferred_event_id == first.pk and superevent_of(other) == superevent
+    real_make_plots = orchestrator.make_plots
+
+    def preferred_changes(superevent, copied):  # between the notice and the circular
+        Superevent.objects.filter(pk=superevent.pk).update(preferred_event=other)
+        superevent.preferred_event = other
+        return real_make_plots(superevent, copied)
+
+    monkeypatch.setattr(orchestrator, "make_plots", preferred_changes)
+    configure(settings, PRELIMINARY_ALERTS=True)
+    orchestrator.vet_superevent(superevent.pk)
+    assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["pipeline"] == "gstlal"
+    circular = superevent.files.get(name="preliminary-circular.txt").read().decode()
+    assert "found by the GstLAL [1] and PyCBC Live [2] pipelines" in circular
+
+
+def test_a_slow_broker_never_holds_up_the_circular_and_labels(settings, outbox, deferred, monkeypatch):
+    network = []
+    configure(settings, NOTICE_DESTINATIONS=settings.ORCHESTRATOR["NOTICE_DESTINATIONS"] +
+              [fake_kafka(monkeypatch, network)])
+    superevent = superevent_of(annotated_event())
+    queued_deliveries = []
+    others = workers.enqueue  # the deferred fixture's
+
+    def enqueue(path, *args, delay_s=0.0):
+        if path == delivery.DELIVER_TASK:
+            queued_deliveries.append(args)
+        else:
+            others(path, *args, delay_s=delay_s)
+
+    monkeypatch.setattr(workers, "enqueue", enqueue)
+    run_next(deferred, orchestrator.VET_TASK)
+    notice = Notice.objects.get(superevent=superevent)
+    # The vetting task wrote the outbox and went on; Kafka is the queued task's.
+    statuses = dict(NoticeDelivery.objects.filter(notice=notice).values_list("destination", "status").distinct())
+    assert statuses == {"outbox": "sent", "kafka": "pending"} and network == []
+    assert superevent.files.filter(name="preliminary-circular.txt").exists()
+    assert {"GCN_PRELIM_SENT", "ADVREQ"} <= superevent.label_names()
+    assert set(queued_deliveries) == {(notice.pk,)}
+    delivery.deliver(notice.pk)
+    assert sorted(format for _, _, format in network) == sorted(ALL_FORMATS)

@@ -443,50 +443,40 @@ def build_avro_notice(content):
 
 # --- human-readable false alarm rate ----------------------------------------
 
-# Recurrence units from the largest down, with their length in seconds.
-RECURRENCE_UNITS = (
-    ("year", units.year.to(units.s)),  # Julian year, 365.25 days
-    ("month", units.year.to(units.s) / 12),
-    ("day", units.day.to(units.s)),
-    ("hour", units.hour.to(units.s)),
-    ("minute", units.minute.to(units.s)),
-    ("second", 1.0),
-)
+# Recurrences are always quoted in Julian years (365.25 days), as the issue
+# and the established circulars do ("about one in N years").
+SECONDS_PER_YEAR = units.year.to(units.s)
 SIGNIFICANT_FIGURES = 2
 # Counts from here up are written as mantissa and exponent (1.6e5).
 SCIENTIFIC_FROM = 1e4
 
 
 def _rounded_count(count):
-    """Two significant figures: 2.3, 16, 160, 1600, then 1.6e5."""
+    """Two significant figures: 0.0027, 0.58, 2.3, 16, 160, 1600, then 1.6e5
+    (and 2.7e-05 below 1e-4, where plain decimals get long)."""
     rounded = float(f"{count:.{SIGNIFICANT_FIGURES - 1}e}")
     if rounded >= SCIENTIFIC_FROM:
         mantissa, exponent = f"{rounded:.{SIGNIFICANT_FIGURES - 1}e}".split("e")
         return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
     if rounded >= 10 ** (SIGNIFICANT_FIGURES - 1):
         return str(int(rounded))
-    return f"{rounded:g}"
+    return f"{rounded:.{SIGNIFICANT_FIGURES}g}"
 
 
 def far_to_human(far_hz):
     """'about one in N years' for a false alarm rate in Hz.
 
-    N has two significant figures (scientific from 1e4: 'about one in 1.6e5
-    years'). Recurrences shorter than a year use the largest unit that fits
-    (months of a twelfth of a Julian year, days, hours, minutes, seconds) so
-    that N stays at least 1; 'about one per day' when N rounds to 1. A FAR of
-    zero, which some pipelines report, gets its own wording.
+    Always years, so circulars compare at a glance: N has two significant
+    figures, whatever its size ('about one in 1.6e5 years', 'about one in 16
+    years', 'about one in 0.58 years' for a recurrence of seven months,
+    'about one in 0.0027 years' for one a day), and 'about one in 1 year'
+    when N rounds to 1. Significant alerts, the ones with a circular, recur
+    less often than about once in 0.3 years. A FAR of zero, which some
+    pipelines report, gets its own wording.
     """
     if not _is_real_number(far_hz) or not math.isfinite(far_hz) or far_hz < 0:
         raise ValueError(f"false alarm rate must be a finite number >= 0 Hz, got {far_hz!r}")
     if far_hz == 0:
         return "no false alarms expected (reported false alarm rate is zero)"
-    recurrence_s = 1.0 / far_hz
-    unit, unit_s = next(
-        ((name, seconds) for name, seconds in RECURRENCE_UNITS if recurrence_s >= seconds),
-        RECURRENCE_UNITS[-1],
-    )
-    count = _rounded_count(recurrence_s / unit_s)
-    if count == "1":
-        return f"about one per {unit}"
-    return f"about one in {count} {unit}s"
+    count = _rounded_count(1.0 / far_hz / SECONDS_PER_YEAR)
+    return f"about one in {count} {'year' if count == '1' else 'years'}"

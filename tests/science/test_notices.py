@@ -426,12 +426,13 @@ def test_content_is_frozen(make_content):
         (1 / (2345 * SECONDS_PER_YEAR), "about one in 2300 years"),
         (1 / (16.4 * SECONDS_PER_YEAR), "about one in 16 years"),
         (1 / (2.34 * SECONDS_PER_YEAR), "about one in 2.3 years"),
-        (1 / SECONDS_PER_YEAR, "about one per year"),
-        (1 / (SECONDS_PER_YEAR / 4), "about one in 3 months"),
-        (1 / (30 * SECONDS_PER_DAY), "about one in 30 days"),
-        (1 / SECONDS_PER_DAY, "about one per day"),
-        (2 / SECONDS_PER_DAY, "about one in 12 hours"),
-        (1 / 90.0, "about one in 1.5 minutes"),
+        (1 / SECONDS_PER_YEAR, "about one in 1 year"),
+        # Shorter recurrences stay in years (the issue's "about one in N
+        # years"), still two significant figures: 7 months, 3 months, a day.
+        (1 / (7 * 30 * SECONDS_PER_DAY), "about one in 0.57 years"),
+        (1 / (SECONDS_PER_YEAR / 4), "about one in 0.25 years"),
+        (1 / SECONDS_PER_DAY, "about one in 0.0027 years"),
+        (1 / 90.0, "about one in 2.9e-06 years"),
     ],
 )
 def test_far_to_human(far_hz, text):
