@@ -16,18 +16,39 @@ Triggers:
   (the seed), the new event for the others; a ``<pipeline>.p_astro.json``
   uploaded by the pipeline is validated and used as is.
 
-A bad input (PSD, coinc tables, unusable detector) fails the step with its
-reason and leaves the event's other products alone; only transient failures
-(OSError, MemoryError) are retried, with a delay.
+BAYESTAR runs once per event and input: an automatic trigger whose inputs
+(coinc.xml bytes, the participating detectors' spectra compared by value,
+low-frequency cutoff, disabled detectors: ``localization.input_fingerprint``)
+already gave this event a sky map is skipped, so a psd.xml.gz repeating the
+spectra a coinc.xml carried does not redo the map, while one with other
+spectra makes a new version. The digest is kept as the ``external_key`` of the
+sky map's summary log entry. A re-localization an advocate asks for
+(``relocalize``, ``manage.py localize``) always runs.
+
+When the pipeline uploads its own ``<pipeline>.p_astro.json`` it is validated
+and used as is: a computed one never replaces it (the computation is skipped
+when a valid upload is there, and ``products.p_astro_file`` prefers the
+upload, whichever came first); computed files carry the tag ``computed``. An
+upload that fails validation fails its step, loses its ``p_astro`` tag and is
+never used.
+
+Each product is stored in one transaction (file, summary, flattened map,
+label), so a failure leaves no half product and a retry starts at version 1
+again; BAYESTAR itself runs outside it. A bad input (PSD, coinc tables,
+unusable detector) fails the step with its reason and leaves the event's
+other products alone; only transient failures (OSError, MemoryError) are
+retried, with a delay, up to ``ANNOTATION_RETRY["max_attempts"]``. Every
+failed or skipped step leaves a one-line log entry on the event saying why.
 """
 import json
 import logging
 
 from django.conf import settings
+from django.db import transaction
 
-from alerts import handlers, workers
+from alerts import handlers, products, workers
 from alerts.handlers import handles
-from alerts.models import Event, File, SkymapSummary
+from alerts.models import Event, File, Log, SkymapSummary
 from alerts.science import em_bright, localization, pastro, plots
 from alerts.steps import StepSkipped, record_step
 from alerts.store import add_file, add_label, latest_file, log
@@ -41,6 +62,9 @@ EM_BRIGHT = "em_bright.json"
 MULTIORDER_SUFFIX = ".multiorder.fits"
 SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = "SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"
 TRANSIENT_ERRORS = (OSError, MemoryError)
+MAX_LOG_REASON_CHARS = 300
+# external_key prefix of the log entry that records a BAYESTAR run's inputs.
+BAYESTAR_INPUT_KEY = "bayestar-input:"
 # BAYESTAR runs as its own task, on the slow queue (settings.SLOW_TASKS);
 # uploads queue it "in turn" (preferred events first), advocates directly.
 LOCALIZE_TASK = "alerts.annotations.localize_event"
@@ -65,21 +89,36 @@ def retry_later(path, args, attempt, error):
     return True
 
 
+def one_line(text):
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_LOG_REASON_CHARS else text[: MAX_LOG_REASON_CHARS - 3] + "..."
+
+
+def reason_of(error):
+    """One line saying why: the science modules' ValueErrors speak for
+    themselves, anything else (KeyError: 'mass1') is named."""
+    return one_line(error if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")
+
+
 def run_product_step(step, event, path, args, attempt, body):
-    """Run ``body`` as a recorded step; transient errors are retried, the
-    rest fail the step with their reason and are logged on the event."""
+    """Run ``body`` as a recorded step; transient errors are retried (``path``
+    is called with ``*args, attempt + 1``), the rest fail the step. Every
+    failure or skip is logged on the event in one line."""
     with record_step(step, event=event, reraise=False) as run:
         run.attempt = attempt
         run.save(update_fields=["attempt"])
         try:
             body()
+        except StepSkipped as skipped:
+            log(event, f"{step} skipped: {one_line(skipped)}", tags=["annotation"])
+            raise
         except TRANSIENT_ERRORS as error:
             if retry_later(path, args, attempt, error):
                 raise StepSkipped(f"transient failure, retrying: {error}") from None
-            log(event, f"{step} failed after {attempt} attempts: {error}", tags=["annotation"])
+            log(event, f"{step} failed after {attempt} attempts: {reason_of(error)}", tags=["annotation"])
             raise
-        except ValueError as error:  # the science modules' errors are ValueErrors
-            log(event, f"{step} failed: {error}", tags=["annotation"])
+        except Exception as error:
+            log(event, f"{step} failed: {reason_of(error)}", tags=["annotation"])
             raise
 
 
@@ -116,90 +155,126 @@ def localize_in_turn(event_pk, deferred=False):
     localize_event(event_pk)
 
 
-def localize_event(event_pk, disabled_detectors=(), attempt=1):
-    """BAYESTAR for the event's coinc.xml and PSD; stores the sky maps."""
+def localize_event(event_pk, disabled_detectors=(), force=False, attempt=1):
+    """BAYESTAR for the event's coinc.xml and PSD; stores the sky maps.
+
+    Skipped when the same inputs already gave this event a sky map, unless
+    ``force`` (an explicit re-localization), which always makes a new version.
+    """
     event = Event.objects.get(pk=event_pk)
-    disabled = tuple(disabled_detectors)
+    disabled = tuple(sorted(disabled_detectors))
 
     def body():
         coinc = latest_file(event, COINC)
         if coinc is None:
             raise localization.LocalizationError("the event has no coinc.xml")
         psd = latest_file(event, PSD)
-        products = localization.localize(
-            coinc.read(), None if psd is None else psd.read(),
-            f_low=event.extra_attributes.get("f_low"), default_f_low=policy()["DEFAULT_F_LOW_HZ"],
-            disabled_detectors=disabled, objid=event.graceid, url=event_url(event))
+        coinc_xml, psd_xml = coinc.read(), None if psd is None else psd.read()
+        inputs = dict(f_low=event.extra_attributes.get("f_low"), default_f_low=policy()["DEFAULT_F_LOW_HZ"],
+                      disabled_detectors=disabled)
+        key = BAYESTAR_INPUT_KEY + localization.input_fingerprint(coinc_xml, psd_xml, **inputs)
+        if not force:
+            skip_if_localized(event, key)
+        made = localization.localize(coinc_xml, psd_xml, **inputs, objid=event.graceid, url=event_url(event))
         note = f" without {', '.join(disabled)}" if disabled else ""
-        stored = store_skymap(event, localization.MULTIORDER_FILENAME, products.multiorder_fits,
-                              products.summary, f"BAYESTAR sky map{note} ({', '.join(products.instruments)}, "
-                              f"f_low {products.f_low:g} Hz, {products.bayestar_seconds:.1f} s)")
-        add_file(event, localization.FLAT_FILENAME, products.flat_fits_gz, tags=["sky_loc"],
-                 message=f"Flattened BAYESTAR sky map{note}", announce=False)
-        add_label(event, SKYMAP_READY)
-        workers.enqueue("alerts.annotations.plot_skymap", event_pk, stored.pk)
+        source = coinc.filename + (f" and {psd.filename}" if psd else " (PSDs in the coinc)")
+        with transaction.atomic():
+            Event.objects.select_for_update().filter(pk=event.pk).exists()
+            if not force:
+                skip_if_localized(event, key)  # another worker stored it meanwhile
+            recorded = Log.objects.filter(event=event, external_key=key).exists()
+            stored = store_skymap(event, localization.MULTIORDER_FILENAME, made.multiorder_fits,
+                                  made.summary, f"BAYESTAR sky map{note} from {source} "
+                                  f"({', '.join(made.instruments)}, f_low {made.f_low:g} Hz, "
+                                  f"{made.bayestar_seconds:.1f} s)",
+                                  external_key="" if recorded else key)
+            add_file(event, localization.FLAT_FILENAME, made.flat_fits_gz, tags=["sky_loc"],
+                     message=f"Flattened BAYESTAR sky map{note}", announce=False)
+            add_label(event, SKYMAP_READY)
+            workers.enqueue("alerts.annotations.plot_skymap", event_pk, stored.pk)
 
-    run_product_step("bayestar", event, LOCALIZE_TASK, (event_pk, list(disabled)),
-                     attempt, body)
+    run_product_step("bayestar", event, LOCALIZE_TASK, (event_pk, list(disabled), force), attempt, body)
+
+
+def skip_if_localized(event, key):
+    """End the step as skipped if a sky map of ``event`` came from the inputs ``key``."""
+    done = Log.objects.filter(event=event, external_key=key).select_related("file").first()
+    if done is not None:
+        made = done.file.filename if done.file_id else "a sky map"
+        raise StepSkipped(f"{made} was already made from the same coinc, PSDs and settings")
+
+
+def check_detectors(event, disabled_detectors):
+    """ValueError unless every detector to disable took part in the event."""
+    unknown = sorted(set(disabled_detectors) - set(event.instrument_list))
+    if unknown:
+        raise ValueError(f"{event.graceid} has no {', '.join(unknown)} trigger "
+                         f"(instruments: {', '.join(event.instrument_list)})")
 
 
 def relocalize(event, disabled_detectors):
     """A new sky map version with chosen detectors left out (an advocate's call)."""
     if not disabled_detectors:
         raise ValueError("name at least one detector to disable")
-    unknown = sorted(set(disabled_detectors) - set(event.instrument_list))
-    if unknown:
-        raise ValueError(f"{event.graceid} has no {', '.join(unknown)} trigger "
-                         f"(instruments: {', '.join(event.instrument_list)})")
+    check_detectors(event, disabled_detectors)
     log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=["sky_loc"])
-    workers.enqueue(LOCALIZE_TASK, event.pk, sorted(disabled_detectors))
+    workers.enqueue(LOCALIZE_TASK, event.pk, sorted(disabled_detectors), True)
 
 
-def store_skymap(event, name, fits_bytes, summary, message):
+def store_skymap(event, name, fits_bytes, summary, message, external_key=""):
+    """The sky map file, its summary row and a log line with the numbers
+    (call inside a transaction, with the rest of the product)."""
     stored = add_file(event, name, fits_bytes, tags=["sky_loc", "public"], message=message, announce=False)
-    SkymapSummary.objects.create(file=stored, area_50_deg2=summary.area_50_deg2,
-                                 area_90_deg2=summary.area_90_deg2,
-                                 distance_mean_mpc=summary.distance_mean_mpc,
-                                 distance_std_mpc=summary.distance_std_mpc)
-    distance = ("" if summary.distance_mean_mpc is None else
-                f", distance {summary.distance_mean_mpc:.0f} +/- {summary.distance_std_mpc:.0f} Mpc")
-    log(event, f"{name}: 50% area {summary.area_50_deg2:.0f} deg2, 90% area "
-               f"{summary.area_90_deg2:.0f} deg2{distance}", file=stored, tags=["sky_loc"])
+    save_summary(stored, summary)
+    log(event, summary_message(stored, summary), file=stored, tags=["sky_loc"], external_key=external_key)
     return stored
 
 
-def plot_skymap(event_pk, file_pk):
+def save_summary(stored, summary):
+    SkymapSummary.objects.update_or_create(file=stored, defaults=dict(
+        area_50_deg2=summary.area_50_deg2, area_90_deg2=summary.area_90_deg2,
+        distance_mean_mpc=summary.distance_mean_mpc, distance_std_mpc=summary.distance_std_mpc))
+
+
+def summary_message(stored, summary):
+    distance = ("" if summary.distance_mean_mpc is None else
+                f", distance {summary.distance_mean_mpc:.0f} +/- {summary.distance_std_mpc:.0f} Mpc")
+    return (f"{stored.filename}: 50% area {summary.area_50_deg2:.0f} deg2, 90% area "
+            f"{summary.area_90_deg2:.0f} deg2{distance}")
+
+
+def plot_skymap(event_pk, file_pk, attempt=1):
     """All-sky Mollweide PNG with the 90% contour (after SKYMAP_READY)."""
     event = Event.objects.get(pk=event_pk)
     skymap = File.objects.get(pk=file_pk)
-    with record_step("skymap_plot", event=event, reraise=False):
+
+    def body():
         png = plots.plot_allsky(skymap.read())
         add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=["sky_loc"],
                  message=f"Mollweide projection of {skymap.filename}", announce=False)
 
+    run_product_step("skymap_plot", event, "alerts.annotations.plot_skymap", (event_pk, file_pk), attempt, body)
 
-def accept_pipeline_skymap(event, stored):
+
+def accept_pipeline_skymap(event, stored, attempt=1):
     """A Burst pipeline's own multi-order sky map: summarise, plot, SKYMAP_READY."""
     def body():
-        data = stored.read()
-        summary = localization.summarize_skymap(data)
-        SkymapSummary.objects.update_or_create(file=stored, defaults=dict(
-            area_50_deg2=summary.area_50_deg2, area_90_deg2=summary.area_90_deg2,
-            distance_mean_mpc=summary.distance_mean_mpc, distance_std_mpc=summary.distance_std_mpc))
-        log(event, f"{stored.filename}: 50% area {summary.area_50_deg2:.0f} deg2, 90% area "
-                   f"{summary.area_90_deg2:.0f} deg2", file=stored, tags=["sky_loc"])
-        if "sky_loc" not in stored.tags:
-            stored.tags = sorted(set(stored.tags) | {"sky_loc", "public"})
-            stored.save(update_fields=["tags"])
-        add_label(event, SKYMAP_READY)
-        workers.enqueue("alerts.annotations.plot_skymap", event.pk, stored.pk)
+        summary = localization.summarize_skymap(stored.read())
+        with transaction.atomic():
+            save_summary(stored, summary)
+            log(event, summary_message(stored, summary), file=stored, tags=["sky_loc"])
+            if "sky_loc" not in stored.tags:
+                stored.tags = sorted(set(stored.tags) | {"sky_loc", "public"})
+                stored.save(update_fields=["tags"])
+            add_label(event, SKYMAP_READY)
+            workers.enqueue("alerts.annotations.plot_skymap", event.pk, stored.pk)
 
     run_product_step("pipeline_skymap", event, "alerts.annotations.accept_pipeline_skymap_task",
-                     (event.pk, stored.pk), 1, body)
+                     (event.pk, stored.pk), attempt, body)
 
 
 def accept_pipeline_skymap_task(event_pk, file_pk, attempt=1):
-    accept_pipeline_skymap(Event.objects.get(pk=event_pk), File.objects.get(pk=file_pk))
+    accept_pipeline_skymap(Event.objects.get(pk=event_pk), File.objects.get(pk=file_pk), attempt)
 
 
 # --- source classification -------------------------------------------------------
@@ -215,10 +290,12 @@ def classify_source(event_pk, attempt=1):
         template = template_of(event)
         data = em_bright.em_bright_json(template["mass1"], template["mass2"], template["spin1z"],
                                         template["spin2z"], event.snr)
-        add_file(event, EM_BRIGHT, data, tags=["em_bright", "public"],
-                 message=f"Source properties: {format_probabilities(json.loads(data))}", announce=False)
-        add_label(event, EMBRIGHT_READY)
-        workers.enqueue("alerts.annotations.plot_probabilities", event_pk, EM_BRIGHT, "Source properties")
+        with transaction.atomic():
+            stored = add_file(event, EM_BRIGHT, data, tags=["em_bright", "public"],
+                              message=f"Source properties: {format_probabilities(json.loads(data))}",
+                              announce=False)
+            add_label(event, EMBRIGHT_READY)
+            workers.enqueue("alerts.annotations.plot_probabilities", event_pk, stored.pk, "Source properties")
 
     run_product_step("em_bright", event, "alerts.annotations.classify_source", (event_pk,), attempt, body)
 
@@ -247,6 +324,7 @@ def pastro_for_new_event(event_pk):
 
 
 def compute_pastro(event_pk, attempt=1):
+    """p_astro from FAR, SNR and template, unless the pipeline's own is there."""
     event = Event.objects.get(pk=event_pk)
 
     def body():
@@ -254,41 +332,61 @@ def compute_pastro(event_pk, attempt=1):
         probabilities = pastro.compute_p_astro(event.far, event.snr, event.pipeline, event.instrument_list,
                                                template["mass1"], template["mass2"])
         name = pastro_filename(event.pipeline)
-        add_file(event, name, json.dumps(probabilities, sort_keys=True).encode(), tags=["p_astro", "public"],
-                 message=f"p_astro: {format_probabilities(probabilities)}", announce=False)
-        add_label(event, PASTRO_READY)
-        workers.enqueue("alerts.annotations.plot_probabilities", event_pk, name, "p_astro")
+        with transaction.atomic():
+            # Under the event's lock, so that an upload is either seen here
+            # or stored after (a newer version): never overridden either way.
+            Event.objects.select_for_update().filter(pk=event.pk).exists()
+            own = products.uploaded_p_astro_file(event, accepted_only=False)
+            if own is not None:
+                raise StepSkipped(f"{own.filename} uploaded by {event.pipeline} is used as is")
+            stored = add_file(event, name, json.dumps(probabilities, sort_keys=True).encode(),
+                              tags=[products.P_ASTRO_TAG, "public", products.COMPUTED_TAG],
+                              message=f"p_astro: {format_probabilities(probabilities)}", announce=False)
+            add_label(event, PASTRO_READY)
+            workers.enqueue("alerts.annotations.plot_probabilities", event_pk, stored.pk, "p_astro")
 
     run_product_step("p_astro", event, "alerts.annotations.compute_pastro", (event_pk,), attempt, body)
 
 
-def accept_pipeline_pastro(event, stored):
-    """A pipeline's own p_astro.json: validated, then used as is."""
+def accept_pipeline_pastro(event, stored, attempt=1):
+    """A pipeline's own p_astro.json: validated, then used as is; an invalid
+    one loses any p_astro tag (so it is never used) and fails the step."""
     def body():
-        probabilities = pastro.validate_p_astro_json(stored.read())
-        stored.tags = sorted(set(stored.tags) | {"p_astro", "public"})
-        stored.save(update_fields=["tags"])
-        log(event, f"{stored.filename} from {event.pipeline}: {format_probabilities(probabilities)}",
-            file=stored, tags=["p_astro"])
-        add_label(event, PASTRO_READY)
-        workers.enqueue("alerts.annotations.plot_probabilities", event.pk, stored.name, "p_astro")
+        try:
+            probabilities = pastro.validate_p_astro_json(stored.read())
+        except pastro.PAstroError:
+            if products.P_ASTRO_TAG in stored.tags:
+                stored.tags = [tag for tag in stored.tags if tag != products.P_ASTRO_TAG]
+                stored.save(update_fields=["tags"])
+            raise
+        with transaction.atomic():
+            stored.tags = sorted(set(stored.tags) | {products.P_ASTRO_TAG, "public"})
+            stored.save(update_fields=["tags"])
+            log(event, f"{stored.filename} from {event.pipeline} validated, used as is: "
+                       f"{format_probabilities(probabilities)}", file=stored, tags=["p_astro"])
+            add_label(event, PASTRO_READY)
+            workers.enqueue("alerts.annotations.plot_probabilities", event.pk, stored.pk, "p_astro")
 
     run_product_step("pipeline_p_astro", event, "alerts.annotations.accept_pipeline_pastro_task",
-                     (event.pk, stored.pk), 1, body)
+                     (event.pk, stored.pk), attempt, body)
 
 
 def accept_pipeline_pastro_task(event_pk, file_pk, attempt=1):
-    accept_pipeline_pastro(Event.objects.get(pk=event_pk), File.objects.get(pk=file_pk))
+    accept_pipeline_pastro(Event.objects.get(pk=event_pk), File.objects.get(pk=file_pk), attempt)
 
 
-def plot_probabilities(event_pk, name, title):
-    """Bar chart PNG next to a probabilities JSON file."""
+def plot_probabilities(event_pk, file_pk, title, attempt=1):
+    """Bar chart PNG of a probabilities JSON file, next to it."""
     event = Event.objects.get(pk=event_pk)
-    with record_step("probability_plot", event=event, reraise=False):
-        source = latest_file(event, name)
+    source = File.objects.get(pk=file_pk)
+
+    def body():
         png = plots.plot_bars(json.loads(source.read()), title)
-        add_file(event, name.removesuffix(".json") + ".png", png, tags=source.tags,
+        add_file(event, source.name.removesuffix(".json") + ".png", png, tags=source.tags,
                  message=f"Bar chart of {source.filename}", announce=False)
+
+    run_product_step("probability_plot", event, "alerts.annotations.plot_probabilities",
+                     (event_pk, file_pk, title), attempt, body)
 
 
 def format_probabilities(probabilities):

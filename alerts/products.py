@@ -29,7 +29,13 @@ MULTIORDER_SUFFIX = ".multiorder.fits"
 FLAT_SUFFIX = ".fits.gz"
 EM_BRIGHT_FILENAME = "em_bright.json"
 P_ASTRO_SUFFIX = ".p_astro.json"
+P_ASTRO_TAG = "p_astro"
+COMPUTED_TAG = "computed"
+"""Tag of a p_astro.json the orchestrator computed itself (not the
+pipeline's own), so that the pipeline's upload can win whatever the order
+in which they arrive."""
 PNG_SUFFIX = ".png"
+SKYMAP_SUMMARY_FIELDS = ("area_50_deg2", "area_90_deg2", "distance_mean_mpc", "distance_std_mpc")
 
 
 def latest_files(owner):
@@ -63,8 +69,48 @@ def em_bright_file(owner):
     return next((f for f in latest_files(owner) if f.name == EM_BRIGHT_FILENAME), None)
 
 
+def is_valid_p_astro(file):
+    """Whether a file holds a valid p_astro.json (``validate_p_astro_json``)."""
+    from alerts.science.pastro import PAstroError, validate_p_astro_json
+
+    try:
+        validate_p_astro_json(file.read())
+    except (PAstroError, OSError) as error:
+        logger.warning("%s is not a usable p_astro.json: %s", file, error)
+        return False
+    return True
+
+
+def _p_astro_versions(owner):
+    """Every version of every ``*.p_astro.json`` file, newest first."""
+    return File.objects.filter(name__endswith=P_ASTRO_SUFFIX, **owner_kwargs(owner)).order_by("-created", "-pk")
+
+
+def uploaded_p_astro_file(owner, accepted_only=True):
+    """The newest valid p_astro.json the pipeline uploaded (not one the
+    orchestrator computed, tag ``computed``), or None. ``accepted_only``:
+    only one the annotation step has validated and tagged ``p_astro``."""
+    for file in _p_astro_versions(owner):
+        if COMPUTED_TAG in file.tags or (accepted_only and P_ASTRO_TAG not in file.tags):
+            continue
+        if is_valid_p_astro(file):
+            return file
+    return None
+
+
 def p_astro_file(owner):
-    return _newest([f for f in latest_files(owner) if f.name.endswith(P_ASTRO_SUFFIX)])
+    """The p_astro that notices quote: the pipeline's own validated upload
+    if there is one (the newest), else the newest one the orchestrator
+    computed. Only files tagged ``p_astro`` by the annotation steps whose
+    content is valid count, so an upload that failed validation, or one
+    not yet validated, is never used, whatever its version."""
+    own = uploaded_p_astro_file(owner)
+    if own is not None:
+        return own
+    for file in _p_astro_versions(owner):
+        if P_ASTRO_TAG in file.tags and COMPUTED_TAG in file.tags and is_valid_p_astro(file):
+            return file
+    return None
 
 
 def plot_name(name):
@@ -118,12 +164,9 @@ def skymap_summary(file):
     """
     if file is None:
         return None
-    summary_model = getattr(models, "SkymapSummary", None)
-    if summary_model is not None:
-        row = summary_model.objects.filter(file__sha256=file.sha256).first()
-        if row is not None:
-            return {name: getattr(row, name) for name in
-                    ("area_50_deg2", "area_90_deg2", "distance_mean_mpc", "distance_std_mpc")}
+    stored = stored_skymap_summary(file)
+    if stored is not None:
+        return stored
     from alerts.science.localization import LocalizationError, summarize_skymap
 
     try:
@@ -131,6 +174,16 @@ def skymap_summary(file):
     except (LocalizationError, OSError) as error:
         logger.warning("cannot summarise sky map %s: %s", file, error)
         return None
+
+
+def stored_skymap_summary(file):
+    """The summary stored when a sky map with these bytes was accepted
+    (``SkymapSummary``; a copy on a superevent shares its event file's), or
+    None; never computed here, so it is cheap enough for API listings."""
+    row = models.SkymapSummary.objects.filter(file__sha256=file.sha256).order_by("pk").first()
+    if row is None:
+        return None
+    return {name: getattr(row, name) for name in SKYMAP_SUMMARY_FIELDS}
 
 
 def file_url(file):

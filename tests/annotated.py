@@ -8,9 +8,13 @@ import astropy_healpix as ah
 import numpy as np
 from astropy.table import Table
 from django.db import transaction
+from igwn_ligolw import lsctables
+from igwn_ligolw import utils as ligolw_utils
+from igwn_ligolw.utils import load_fileobj
 from ligo.skymap import moc
 from ligo.skymap.distance import moments_to_parameters
 from ligo.skymap.io import fits as skymap_fits
+from ligo.skymap.io.events.ligolw import ContentHandler as SkymapContentHandler
 
 from alerts.models import Event
 from alerts.science.detchar import DETECTOR_CHANNELS, good_state_value
@@ -27,9 +31,30 @@ EM_BRIGHT = {"HasNS": 1.0, "HasRemnant": 0.874, "HasMassGap": 0.002}
 P_ASTRO = {"BNS": 0.952, "NSBH": 0.004, "BBH": 0.0, "Terrestrial": 0.044}
 CBC_READY = ("SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY")
 # The smallest PNG there is (1x1 pixel), as the event's own plot.
+F_LOW_OPTION = "--f-low"  # how bayestar-realize-coincs records its cutoff
 TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
+
+
+def coinc_with_psds(coinc_xml, psd_xml_gz, f_low=None):
+    """``coinc_xml`` with the spectra of ``psd_xml_gz`` embedded, as some
+    pipelines upload it (no separate psd.xml.gz needed); with ``f_low``, its
+    process params' ``--f-low`` (the pipeline's low-frequency cutoff) set to
+    that value."""
+    xmldoc = load_fileobj(io.BytesIO(coinc_xml), contenthandler=SkymapContentHandler)
+    psd_doc = load_fileobj(io.BytesIO(psd_xml_gz), contenthandler=SkymapContentHandler)
+    root = xmldoc.childNodes[0]
+    for element in list(psd_doc.childNodes[0].childNodes):
+        root.appendChild(psd_doc.childNodes[0].removeChild(element))
+    if f_low is not None:
+        params = [row for row in lsctables.ProcessParamsTable.get_table(xmldoc) if row.param == F_LOW_OPTION]
+        assert params, "the coinc has no --f-low to change"
+        for row in params:
+            row.pyvalue = float(f_low)
+    buffer = io.BytesIO()
+    ligolw_utils.write_fileobj(xmldoc, buffer)
+    return buffer.getvalue()
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from alerts import products
 from alerts.models import Event, File, Log, Superevent
 
 
@@ -10,16 +11,36 @@ def file_url(file):
     return f"{settings.ORCHESTRATOR['BASE_URL']}/api/{owner}/{file.owner_id_text}/files/{file.filename}"
 
 
+def skymap_summary(file):
+    """A multi-order sky map's stored summary (50%/90% credible areas in
+    deg2, distance mean and standard deviation in Mpc), or None."""
+    if not file.name.endswith(products.MULTIORDER_SUFFIX):
+        return None
+    return products.stored_skymap_summary(file)
+
+
+def owner_skymap(owner):
+    """The owner's sky map (the one notices carry) and its summary, or None."""
+    file = products.skymap_file(owner)
+    if file is None:
+        return None
+    return {"filename": file.filename, "url": file_url(file), **(skymap_summary(file) or {})}
+
+
 class FileSerializer(serializers.ModelSerializer):
     filename = serializers.CharField(read_only=True)
     url = serializers.SerializerMethodField()
+    skymap_summary = serializers.SerializerMethodField()
 
     class Meta:
         model = File
-        fields = ["filename", "name", "version", "tags", "size", "sha256", "created", "url"]
+        fields = ["filename", "name", "version", "tags", "size", "sha256", "created", "url", "skymap_summary"]
 
     def get_url(self, obj):
         return file_url(obj)
+
+    def get_skymap_summary(self, obj):
+        return skymap_summary(obj)
 
 
 class LogSerializer(serializers.ModelSerializer):
@@ -37,11 +58,15 @@ class EventSerializer(serializers.ModelSerializer):
     labels = serializers.SerializerMethodField()
     instruments = serializers.SerializerMethodField()
     superevent = serializers.SlugRelatedField(slug_field="superevent_id", read_only=True)
+    skymap = serializers.SerializerMethodField(help_text="the event's sky map and its summary numbers")
 
     class Meta:
         model = Event
         fields = ["graceid", "category", "group", "pipeline", "search", "gpstime", "far", "snr",
-                  "instruments", "offline", "superevent", "labels", "extra_attributes", "created"]
+                  "instruments", "offline", "superevent", "labels", "extra_attributes", "skymap", "created"]
+
+    def get_skymap(self, obj):
+        return owner_skymap(obj)
 
     def get_labels(self, obj):
         return sorted(label.name for label in obj.labels.all())
@@ -54,11 +79,15 @@ class SupereventSerializer(serializers.ModelSerializer):
     preferred_event = serializers.SlugRelatedField(slug_field="graceid", read_only=True)
     gw_events = serializers.SerializerMethodField()
     labels = serializers.SerializerMethodField()
+    skymap = serializers.SerializerMethodField(help_text="the sky map copied for the alerts, with its summary")
 
     class Meta:
         model = Superevent
         fields = ["superevent_id", "category", "t_start", "t_0", "t_end", "far", "preferred_event",
-                  "gw_events", "labels", "created", "updated"]
+                  "gw_events", "labels", "skymap", "created", "updated"]
+
+    def get_skymap(self, obj):
+        return owner_skymap(obj)
 
     def get_gw_events(self, obj):
         return sorted(event.graceid for event in obj.events.all())

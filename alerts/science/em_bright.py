@@ -36,6 +36,17 @@ HasRemnant
     al. 2021, ApJL 918, L27), and the multimessenger R_1.4 = 11.0 (+0.9,
     -0.6) km (Capano et al. 2020, Nat. Astron. 4, 625).
 
+Equation of state
+    The "chosen equation of state" of the remnant fit is represented by two
+    numbers only, not by a tabulated EoS: the NS radius `NS_RADIUS_KM` =
+    12 km (which sets the compactness C_NS in the Foucart fit) and the
+    maximum NS mass `MAX_NS_MASS` = 2.3 Msun (which decides what counts as
+    a neutron star, for HasNS and HasRemnant), with the sources given above.
+    This pair stands for a moderately stiff EoS consistent with GW170817
+    and NICER; a softer or stiffer EoS means changing both constants. The
+    radius is taken the same for every NS mass (the Foucart fit needs only
+    the compactness of the star in the binary).
+
 HasMassGap
     P(a component lies in [3, 5] Msun), the "lower mass gap" between the
     heaviest NSs and the lightest BHs observed in X-ray binaries (Oezel et

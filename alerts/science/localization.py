@@ -17,6 +17,7 @@ left unwrapped so that the caller can retry exactly those.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import time
 import xml.sax
@@ -43,6 +44,7 @@ __all__ = (
     "LocalizationError",
     "SkymapProducts",
     "SkymapSummary",
+    "input_fingerprint",
     "localize",
     "summarize_skymap",
 )
@@ -137,19 +139,10 @@ def localize(
     ``objid`` defaults to the coinc_event_id; ``url`` goes to REFERENC.
     ``waveform`` is any lalsimulation approximant name (or "o2-uberbank").
     """
-    coinc_doc = _parse_ligolw(coinc_xml, "coinc")
-    psd_doc = coinc_doc if psd_xml is None else _parse_ligolw(psd_xml, "PSD")
-    psds = _read_psds(psd_doc)
-    coinc_event_id, event = _single_event(coinc_doc, psd_doc, disabled_detectors)
-    instruments = tuple(sorted(single.detector for single in event.singles))
-    missing = sorted(set(instruments) - set(psds))
-    if missing:
-        raise LocalizationError(
-            f"PSD file has no spectrum for detector(s) {', '.join(missing)}"
-        )
-    cutoff = float(f_low) if f_low is not None else float(default_f_low)
-    if not np.isfinite(cutoff) or cutoff <= 0:
-        raise LocalizationError(f"low-frequency cutoff must be positive, got {cutoff}")
+    inputs = _prepare(coinc_xml, psd_xml, f_low, default_f_low, disabled_detectors)
+    coinc_event_id, event, instruments, cutoff = (
+        inputs.coinc_event_id, inputs.event, inputs.instruments, inputs.f_low
+    )
 
     started = time.perf_counter()
     try:
@@ -175,6 +168,34 @@ def localize(
         instruments=instruments,
         f_low=cutoff,
     )
+
+
+def input_fingerprint(
+    coinc_xml: bytes,
+    psd_xml: bytes | None,
+    f_low: float | None,
+    default_f_low: float,
+    disabled_detectors=(),
+    waveform: str = DEFAULT_WAVEFORM,
+) -> str:
+    """SHA-256 (hex) of everything a :func:`localize` run depends on.
+
+    Two calls give the same digest exactly when BAYESTAR would see the same
+    input: the coinc.xml bytes, the power spectra of the detectors that take
+    part (compared by their values, so a ``psd.xml.gz`` that repeats the
+    spectra embedded in the coinc.xml gives the same digest as the coinc.xml
+    alone), the low-frequency cutoff, the disabled detectors and the
+    waveform. Spectra of detectors without a trigger do not count. Raises
+    :class:`LocalizationError` for inputs :func:`localize` would refuse.
+    """
+    inputs = _prepare(coinc_xml, psd_xml, f_low, default_f_low, disabled_detectors)
+    digest = hashlib.sha256(coinc_xml)
+    digest.update(repr((inputs.instruments, inputs.f_low, sorted(set(disabled_detectors)), waveform)).encode())
+    for detector in inputs.instruments:
+        psd = inputs.psds[detector]
+        digest.update(repr((detector, float(psd.f0), float(psd.deltaF))).encode())
+        digest.update(np.ascontiguousarray(psd.data.data, dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def summarize_skymap(multiorder_fits: bytes) -> SkymapSummary:
@@ -223,6 +244,34 @@ def _summarize_table(sky_map) -> SkymapSummary:
         distance_mean_mpc=distance_mean,
         distance_std_mpc=distance_std,
     )
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """A coinc and its spectra, parsed and checked, ready for BAYESTAR."""
+
+    coinc_event_id: object
+    event: object
+    psds: dict
+    instruments: tuple[str, ...]
+    f_low: float
+
+
+def _prepare(coinc_xml, psd_xml, f_low, default_f_low, disabled_detectors) -> _Inputs:
+    coinc_doc = _parse_ligolw(coinc_xml, "coinc")
+    psd_doc = coinc_doc if psd_xml is None else _parse_ligolw(psd_xml, "PSD")
+    psds = _read_psds(psd_doc)
+    coinc_event_id, event = _single_event(coinc_doc, psd_doc, disabled_detectors)
+    instruments = tuple(sorted(single.detector for single in event.singles))
+    missing = sorted(set(instruments) - set(psds))
+    if missing:
+        raise LocalizationError(
+            f"PSD file has no spectrum for detector(s) {', '.join(missing)}"
+        )
+    cutoff = float(f_low) if f_low is not None else float(default_f_low)
+    if not np.isfinite(cutoff) or cutoff <= 0:
+        raise LocalizationError(f"low-frequency cutoff must be positive, got {cutoff}")
+    return _Inputs(coinc_event_id, event, psds, instruments, cutoff)
 
 
 def _parse_ligolw(data: bytes, what: str):

@@ -27,7 +27,7 @@ from ligo.skymap import moc
 from ligo.skymap.io import fits as skymap_fits
 from ligo.skymap.postprocess import find_greedy_credible_levels
 
-__all__ = ("plot_allsky", "plot_bars")
+__all__ = ("allsky_figure", "plot_allsky", "plot_bars")
 
 ALLSKY_PROJECTION = "astro hours mollweide"
 """Right ascension in hours, the layout of LVK public sky-map plots."""
@@ -54,14 +54,22 @@ def _png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def plot_allsky(multiorder_fits: bytes) -> bytes:
+def plot_allsky(multiorder_fits: bytes, contour_percent: float | None = CONTOUR_PERCENT) -> bytes:
     """Mollweide PNG of a sky map with its 90% credible contour."""
+    return _png_bytes(allsky_figure(multiorder_fits, contour_percent))
+
+
+def allsky_figure(multiorder_fits: bytes, contour_percent: float | None = CONTOUR_PERCENT) -> Figure:
+    """The figure of :func:`plot_allsky`: probability per deg² in a Mollweide
+    projection with the ``contour_percent`` credible contour (None: none).
+    Its axes map (RA, Dec) in degrees to pixels with
+    ``get_transform("world")``."""
     sky_map = skymap_fits.read_sky_map(io.BytesIO(multiorder_fits), moc=True)
     pixel_area = moc.uniq2pixarea(sky_map["UNIQ"])
     density = np.asarray(sky_map["PROBDENSITY"])
-    credible_percent = 100 * find_greedy_credible_levels(density * pixel_area, density)
 
-    figure = Figure(figsize=ALLSKY_FIGSIZE_IN)
+    figure = Figure(figsize=ALLSKY_FIGSIZE_IN, dpi=DPI)
+    FigureCanvasAgg(figure)
     axes = figure.add_subplot(projection=ALLSKY_PROJECTION)
     axes.grid()
     density_table = sky_map[["UNIQ"]].copy()
@@ -72,20 +80,21 @@ def plot_allsky(multiorder_fits: bytes) -> bytes:
         order="nearest-neighbor",
         cmap=SKYMAP_COLORMAP,
     )
-    levels_table = sky_map[["UNIQ"]].copy()
-    levels_table["CLS"] = credible_percent
-    axes.contour_hpx(
-        (levels_table, "ICRS"),
-        levels=[CONTOUR_PERCENT],
-        colors="k",
-        linewidths=0.5,
-        order="nearest-neighbor",
-    )
+    if contour_percent is not None:
+        levels_table = sky_map[["UNIQ"]].copy()
+        levels_table["CLS"] = 100 * find_greedy_credible_levels(density * pixel_area, density)
+        axes.contour_hpx(
+            (levels_table, "ICRS"),
+            levels=[contour_percent],
+            colors="k",
+            linewidths=0.5,
+            order="nearest-neighbor",
+        )
     colorbar = figure.colorbar(
         image, ax=axes, orientation="horizontal", shrink=0.4, fraction=0.05, pad=0.08
     )
     colorbar.set_label("probability per deg²")
-    return _png_bytes(figure)
+    return figure
 
 
 def plot_bars(probabilities: dict, title: str) -> bytes:

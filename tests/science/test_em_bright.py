@@ -118,3 +118,12 @@ def test_module_docstring_cites_sources_and_numbers():
         assert citation in doc
     for number in ("0.406", "0.139", "0.255", "1.761", "2.3", "12 km"):
         assert number in doc
+
+
+def test_docstring_says_which_numbers_stand_for_the_equation_of_state():
+    """The EoS is the pair (NS radius, maximum NS mass): the docstring names
+    both constants with the values the code uses."""
+    doc = " ".join(em_bright.__doc__.split())
+    assert "Equation of state" in em_bright.__doc__
+    assert f"`NS_RADIUS_KM` = {em_bright.NS_RADIUS_KM:g} km" in doc
+    assert f"`MAX_NS_MASS` = {em_bright.MAX_NS_MASS:g} Msun" in doc

@@ -246,3 +246,42 @@ def test_f_low_from_upload_wins_over_default(event, monkeypatch):
     with pytest.raises(LocalizationError):
         localize(event.coinc_xml, event.psd_xml_gz, None, F_LOW_HZ)
     assert seen["f_low"] == F_LOW_HZ
+
+
+def _scaled_psd_xml_gz(psd_xml_gz, detector, factor):
+    """The same spectra with one detector's scaled by ``factor``."""
+    doc = ligolw_utils.load_fileobj(
+        io.BytesIO(psd_xml_gz), contenthandler=lal.series.PSDContentHandler
+    )
+    psds = lal.series.read_psd_xmldoc(doc, root_name=None)
+    psds[detector].data.data = psds[detector].data.data * factor
+    buffer = io.BytesIO()
+    ligolw_utils.write_fileobj(lal.series.make_psd_xmldoc(psds), buffer)
+    return gzip.compress(buffer.getvalue())
+
+
+def test_input_fingerprint_compares_spectra_by_value(event, weakest_detector):
+    """The digest that lets the orchestrator run BAYESTAR once per input:
+    the same spectra embedded in the coinc.xml or sent as psd.xml.gz (even
+    one with other detectors' spectra too) give the same digest; other
+    spectra, cutoff or disabled detectors give another."""
+    from alerts.science.simulation import psd_xml_gz_for
+    from tests.annotated import coinc_with_psds
+
+    embedded = coinc_with_psds(event.coinc_xml, event.psd_xml_gz)
+    digest = localization.input_fingerprint(embedded, None, None, F_LOW_HZ)
+    assert len(digest) == 64
+    assert localization.input_fingerprint(embedded, event.psd_xml_gz, None, F_LOW_HZ) == digest
+    every_detector = psd_xml_gz_for(("H1", "L1", "V1"))
+    assert localization.input_fingerprint(embedded, every_detector, None, F_LOW_HZ) == digest
+
+    other_spectra = _scaled_psd_xml_gz(event.psd_xml_gz, weakest_detector, 2.0)
+    different = {
+        localization.input_fingerprint(embedded, other_spectra, None, F_LOW_HZ),
+        localization.input_fingerprint(embedded, None, 25.0, F_LOW_HZ),
+        localization.input_fingerprint(embedded, None, None, F_LOW_HZ, [weakest_detector]),
+        localization.input_fingerprint(event.coinc_xml, event.psd_xml_gz, None, F_LOW_HZ),
+    }
+    assert digest not in different and len(different) == 4
+    with pytest.raises(LocalizationError, match="PSD"):
+        localization.input_fingerprint(event.coinc_xml, None, None, F_LOW_HZ)

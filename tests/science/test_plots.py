@@ -70,6 +70,65 @@ def test_allsky_shows_the_probability(spot_skymap):
     assert np.abs(with_spot - uniform).max() > 0.5
 
 
+BLOB_RA_DEG, BLOB_DEC_DEG, BLOB_SIGMA_DEG = 120.0, 30.0, 5.0
+# A 2-D Gaussian holds a fraction 1 - exp(-r^2 / 2 sigma^2) within r.
+BLOB_RADIUS_90_DEG = BLOB_SIGMA_DEG * np.sqrt(-2 * np.log(1 - 0.9))
+# Contour drawn on an image resampled from ~1 deg HEALPix pixels.
+CONTOUR_TOLERANCE_DEG = 1.5
+
+
+@pytest.fixture(scope="module")
+def blob_skymap() -> bytes:
+    """A multi-order map of a Gaussian blob: its 90% region is a disc."""
+    nside = ah.level_to_nside(SPOT_ORDER)
+    ipix = np.arange(ah.nside_to_npix(nside))
+    ra, dec = ah.healpix_to_lonlat(ipix, nside, order="nested")
+    center = SkyCoord(BLOB_RA_DEG * u.deg, BLOB_DEC_DEG * u.deg)
+    separation = SkyCoord(ra, dec).separation(center).to_value(u.deg)
+    density = np.exp(-0.5 * (separation / BLOB_SIGMA_DEG) ** 2)
+    density /= np.sum(density * ah.nside_to_pixel_area(nside).to_value(u.sr))
+    buffer = io.BytesIO()
+    write_sky_map(
+        buffer,
+        np.rec.fromarrays(
+            [moc.nest2uniq(np.int8(SPOT_ORDER), ipix), density], names=["UNIQ", "PROBDENSITY"]
+        ),
+    )
+    return buffer.getvalue()
+
+
+def _rendered(figure):
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba()).copy()
+
+
+def test_allsky_draws_the_90_percent_contour_where_it_belongs(blob_skymap):
+    """Rendered with and without the contour, the images differ exactly
+    along the blob's 90% credible circle, all the way round."""
+    with_contour = plots.allsky_figure(blob_skymap)
+    without = plots.allsky_figure(blob_skymap, contour_percent=None)
+    changed = np.any(_rendered(with_contour) != _rendered(without), axis=-1)
+    rows, columns = np.nonzero(changed)
+    assert rows.size > 50
+
+    # Changed pixels back to the sky, through the axes' own projection.
+    height = changed.shape[0]
+    axes = with_contour.axes[0]
+    display = np.column_stack([columns + 0.5, height - rows - 0.5])
+    ra, dec = axes.get_transform("world").inverted().transform(display).T
+    points = SkyCoord(ra * u.deg, dec * u.deg)
+    center = SkyCoord(BLOB_RA_DEG * u.deg, BLOB_DEC_DEG * u.deg)
+    distance = points.separation(center).to_value(u.deg)
+    assert np.all(np.abs(distance - BLOB_RADIUS_90_DEG) < CONTOUR_TOLERANCE_DEG)
+    # The line goes all the way round: every 45-degree sector has some.
+    angle = center.position_angle(points).to_value(u.deg)
+    assert set(np.floor(angle / 45).astype(int) % 8) == set(range(8))
+
+
+def test_allsky_png_carries_the_contour(blob_skymap):
+    assert plot_allsky(blob_skymap) != plot_allsky(blob_skymap, contour_percent=None)
+
+
 def test_plotting_leaves_no_pyplot_figures(spot_skymap):
     before = plt.get_fignums()
     plot_allsky(spot_skymap)

@@ -1,9 +1,12 @@
-"""Re-run BAYESTAR for an event, optionally without chosen detectors."""
+"""Re-run BAYESTAR for an event, optionally without chosen detectors.
+
+An explicit request: it always makes a new sky map version, even when the
+same inputs already gave one (automatic triggers are run once per input)."""
 from django.core.management.base import BaseCommand, CommandError
 
 from alerts import workers
-from alerts.annotations import LOCALIZE_TASK, localize_event, relocalize
-from alerts.models import Event
+from alerts.annotations import LOCALIZE_TASK, check_detectors, localize_event, relocalize
+from alerts.models import Event, StepRun
 
 BAD_INPUT_STATUS = 2
 
@@ -23,14 +26,18 @@ class Command(BaseCommand):
         event = Event.objects.filter(graceid=graceid).first()
         if event is None:
             raise CommandError(f"no event {graceid}", returncode=BAD_INPUT_STATUS)
-        if now:
-            localize_event(event.pk, sorted(disable_detector))
-            return f"{graceid}: sky map done (see its log)"
         try:
+            if now:
+                check_detectors(event, disable_detector)
+                localize_event(event.pk, sorted(disable_detector), True)
+                run = StepRun.objects.filter(event=event, step="bayestar").latest("started")
+                if run.status != StepRun.Status.SUCCEEDED:
+                    raise CommandError(f"{graceid}: BAYESTAR {run.status}: {run.error}", returncode=BAD_INPUT_STATUS)
+                return f"{graceid}: sky map done (see its log)"
             if disable_detector:
                 relocalize(event, disable_detector)
             else:
-                workers.enqueue(LOCALIZE_TASK, event.pk, [])
+                workers.enqueue(LOCALIZE_TASK, event.pk, [], True)
         except ValueError as error:
             raise CommandError(str(error), returncode=BAD_INPUT_STATUS) from None
         return f"{graceid}: re-localization queued"
