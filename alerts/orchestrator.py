@@ -533,6 +533,16 @@ def reselect_and_lock(superevent_pk, lock=True):
 # --- the preliminary alert ---------------------------------------------------------
 
 
+def preliminary_sources(event):
+    """The event's files a preliminary alert may copy: the newest version of
+    each, except p_astro, where the version notices quote is taken
+    (``products.p_astro_file``), so an invalid upload newer than a valid
+    p_astro never hides it."""
+    sources = [f for f in products.latest_files(event) if not f.name.endswith(products.P_ASTRO_SUFFIX)]
+    chosen = products.p_astro_file(event)
+    return sources + ([chosen] if chosen is not None else [])
+
+
 def copy_products(superevent, event):
     """Copy the event's products (tags PRELIMINARY_PRODUCT_TAGS, newest
     versions) to the superevent as new versions with their tags; a file whose
@@ -540,7 +550,7 @@ def copy_products(superevent, event):
     superevent files."""
     wanted = set(policy()["PRELIMINARY_PRODUCT_TAGS"])
     copied = []
-    for source in products.latest_files(event):
+    for source in preliminary_sources(event):
         if not wanted & set(source.tags):
             continue
         current = latest_file(superevent, source.name)

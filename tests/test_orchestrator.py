@@ -684,3 +684,20 @@ def test_a_slow_broker_never_holds_up_the_circular_and_labels(settings, outbox, 
     assert set(queued_deliveries) == {(notice.pk,)}
     delivery.deliver(notice.pk)
     assert sorted(format for _, _, format in network) == sorted(ALL_FORMATS)
+
+
+def test_an_invalid_p_astro_newer_than_a_valid_one_is_not_what_the_superevent_gets(outbox, deferred):
+    # The pipeline's valid p_astro (version 1), then a broken re-upload
+    # (version 2) that validation never accepted (no p_astro tag).
+    with transaction.atomic():
+        event = annotated_event()
+        add_file(event, f"{event.pipeline}.p_astro.json", b"{not json", tags=["public"], announce=False)
+    run_all(deferred)
+    event.refresh_from_db()
+    superevent = superevent_of(event)
+    copied = products.latest_files(superevent)
+    p_astro = [f for f in copied if f.name == f"{event.pipeline}.p_astro.json"]
+    assert len(p_astro) == 1
+    assert json.loads(p_astro[0].read()) == P_ASTRO
+    notice = json_notice(outbox, Notice.objects.get(superevent=superevent, reason="preliminary-1"))
+    assert notice["event"]["classification"] == pytest.approx(P_ASTRO)
