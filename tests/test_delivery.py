@@ -33,6 +33,7 @@ from alerts.models import Log, Notice, NoticeDelivery, NoticePayload, StepRun
 from alerts.science.notices import NoticeContent, NoticeValidationError, validate_json_notice
 from alerts.science.voevent import validate_voevent
 from tests.factories import make_event
+from tests.racing import JOIN_S, race, record_send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,13 +42,11 @@ EXTENSIONS = {"json": "json", "avro": "avro", "voevent": "xml"}
 VOEVENT_NS = {"voe": "http://www.ivoa.net/xml/VOEvent/v2.0"}
 HEALPIX_BASE_PIXELS = 12
 ORDER_ZERO_FIRST_UNIQ = 4
-RACERS = 3
 # The counting transport holds each send this long, so racing workers
 # overlap for certain.
 RACE_SEND_S = 0.3
 RACE_CLAIM_S = 0.2
 KAFKA_WAIT_S = 30
-JOIN_S = 120
 RETRY = {"initial_s": 0.5, "factor": 3.0, "max_delay_s": 60.0, "max_attempts": 3, "claim_timeout_s": 60.0}
 
 
@@ -324,15 +323,14 @@ def test_local_only_delivery_leaves_networked_destinations_to_the_queued_task(se
 # --- workers racing ------------------------------------------------------------
 
 
-def race_deliver(notice_pk, barrier, record, failures):
+def race_deliver(notice_pk, record, barrier, failures):
     """One racing worker: send through a transport that records every send in
     a file shared by the processes."""
     connections.close_all()  # never share the parent's connection
     real_send = transports.send
 
     def recording_send(destination, identity, format, payload, **kwargs):
-        with open(record, "a") as stream:  # O_APPEND: whole lines from every process
-            stream.write(f"{destination['name']} {identity} {format} {os.getpid()}\n")
+        record_send(record, destination, identity, format)
         time.sleep(RACE_SEND_S)
         return real_send(destination, identity, format, payload, **kwargs)
 
@@ -356,17 +354,7 @@ def race_deliver(notice_pk, barrier, record, failures):
 
 
 def run_racers(notice_pk, record):
-    context = multiprocessing.get_context("fork")
-    barrier, failures = context.Barrier(RACERS), context.Queue()
-    connections.close_all()
-    racers = [context.Process(target=race_deliver, args=(notice_pk, barrier, record, failures))
-              for _ in range(RACERS)]
-    for racer in racers:
-        racer.start()
-    for racer in racers:
-        racer.join(JOIN_S)
-    assert [racer.exitcode for racer in racers] == [0] * RACERS
-    assert failures.empty(), failures.get()
+    race(race_deliver, notice_pk, record)
     return record.read_text().splitlines() if record.exists() else []
 
 

@@ -4,8 +4,6 @@ inside the call that creates the event (delays are not waited for)."""
 import base64
 import datetime
 import json
-import multiprocessing
-import os
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from alerts.models import Log, Notice, NoticeDelivery, NoticePayload, StepRun, S
 from alerts.store import add_file, add_label
 from tests.annotated import CBC_READY, EM_BRIGHT, P_ASTRO, TINY_PNG, annotated_event, tiny_skymap, write_frames
 from tests.factories import T0, make_event
+from tests.racing import race, record_send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,10 +27,8 @@ NOT_SIGNIFICANT_FAR = 1e-4  # above 2/day, below the superevent threshold of 1/h
 LESS_SIGNIFICANT_FAR = 1e-5  # below 2/day, 7 x FAR far above 1/(30 days)
 ALL_ROLES = ["observation", "test"]
 ALL_FORMATS = ["json", "avro", "voevent"]
-RACERS = 3
 # Racing workers hold the vetting (and each send) this long, so they overlap.
 RACE_HOLD_S = 0.3
-JOIN_S = 120
 
 
 @pytest.fixture(autouse=True)
@@ -544,15 +541,14 @@ def test_a_vetting_whose_worker_died_is_resumed_once_its_claim_expires(settings,
 # --- workers racing on one superevent ----------------------------------------------------
 
 
-def race_vetting(target, superevent_pk, barrier, record, failures):
+def race_vetting(target, superevent_pk, record, barrier, failures):
     """One racing worker: every send is recorded in a file shared by the
     processes; the state-vector check and each send take a while."""
     connections.close_all()  # never share the parent's connection
     real_send, real_check = transports.send, detchar_task.check_superevent
 
     def recording_send(destination, identity, format, payload, **kwargs):
-        with open(record, "a") as stream:  # O_APPEND: whole lines from every process
-            stream.write(f"{destination['name']} {identity} {format} {os.getpid()}\n")
+        record_send(record, destination, identity, format)
         time.sleep(RACE_HOLD_S)
         return real_send(destination, identity, format, payload, **kwargs)
 
@@ -581,17 +577,7 @@ def test_workers_racing_on_one_superevent_send_each_notice_once(settings, outbox
     configure(settings, PRELIMINARY_ALERTS=True)
     record = tmp_path / "sends.txt"
 
-    context = multiprocessing.get_context("fork")
-    barrier, failures = context.Barrier(RACERS), context.Queue()
-    connections.close_all()
-    racers = [context.Process(target=race_vetting, args=(target, superevent.pk, barrier, record, failures))
-              for _ in range(RACERS)]
-    for racer in racers:
-        racer.start()
-    for racer in racers:
-        racer.join(JOIN_S)
-    assert [racer.exitcode for racer in racers] == [0] * RACERS
-    assert failures.empty(), failures.get()
+    race(race_vetting, target, superevent.pk, record)
 
     notice = Notice.objects.get(superevent=superevent)
     sent = sorted(line.rsplit(" ", 1)[0] for line in record.read_text().splitlines())
