@@ -25,22 +25,26 @@ def _read_png(data: bytes) -> np.ndarray:
     return matplotlib.image.imread(io.BytesIO(data), format="png")
 
 
-@pytest.fixture(scope="module")
-def spot_skymap() -> bytes:
-    """A multi-order map uniform inside a 5-degree disc, zero elsewhere."""
+def _skymap_around(ra_deg, dec_deg, profile) -> bytes:
+    """A multi-order map whose density is ``profile(separation in degrees)``
+    from a point, normalised to one."""
     nside = ah.level_to_nside(SPOT_ORDER)
     ipix = np.arange(ah.nside_to_npix(nside))
     ra, dec = ah.healpix_to_lonlat(ipix, nside, order="nested")
-    spot = SkyCoord(SPOT_RA_DEG * u.deg, SPOT_DEC_DEG * u.deg)
-    inside = SkyCoord(ra, dec).separation(spot).to_value(u.deg) < SPOT_RADIUS_DEG
-    density = np.where(inside, 1.0, 0.0)
+    center = SkyCoord(ra_deg * u.deg, dec_deg * u.deg)
+    density = profile(SkyCoord(ra, dec).separation(center).to_value(u.deg))
     density /= np.sum(density * ah.nside_to_pixel_area(nside).to_value(u.sr))
     uniq = moc.nest2uniq(np.int8(SPOT_ORDER), ipix)
     buffer = io.BytesIO()
-    write_sky_map(
-        buffer, np.rec.fromarrays([uniq, density], names=["UNIQ", "PROBDENSITY"])
-    )
+    write_sky_map(buffer, np.rec.fromarrays([uniq, density], names=["UNIQ", "PROBDENSITY"]))
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def spot_skymap() -> bytes:
+    """A multi-order map uniform inside a 5-degree disc, zero elsewhere."""
+    return _skymap_around(SPOT_RA_DEG, SPOT_DEC_DEG,
+                          lambda separation: np.where(separation < SPOT_RADIUS_DEG, 1.0, 0.0))
 
 
 def test_allsky_is_a_png_of_the_configured_size(spot_skymap):
@@ -80,21 +84,8 @@ CONTOUR_TOLERANCE_DEG = 1.5
 @pytest.fixture(scope="module")
 def blob_skymap() -> bytes:
     """A multi-order map of a Gaussian blob: its 90% region is a disc."""
-    nside = ah.level_to_nside(SPOT_ORDER)
-    ipix = np.arange(ah.nside_to_npix(nside))
-    ra, dec = ah.healpix_to_lonlat(ipix, nside, order="nested")
-    center = SkyCoord(BLOB_RA_DEG * u.deg, BLOB_DEC_DEG * u.deg)
-    separation = SkyCoord(ra, dec).separation(center).to_value(u.deg)
-    density = np.exp(-0.5 * (separation / BLOB_SIGMA_DEG) ** 2)
-    density /= np.sum(density * ah.nside_to_pixel_area(nside).to_value(u.sr))
-    buffer = io.BytesIO()
-    write_sky_map(
-        buffer,
-        np.rec.fromarrays(
-            [moc.nest2uniq(np.int8(SPOT_ORDER), ipix), density], names=["UNIQ", "PROBDENSITY"]
-        ),
-    )
-    return buffer.getvalue()
+    return _skymap_around(BLOB_RA_DEG, BLOB_DEC_DEG,
+                          lambda separation: np.exp(-0.5 * (separation / BLOB_SIGMA_DEG) ** 2))
 
 
 def _rendered(figure):
