@@ -212,24 +212,19 @@ def test_ranking_data_is_stored_on_the_event(client, source, superevent_manager_
     assert any(args == (stored.event_id, stored.pk) for _, args in superevent_manager_only)
 
 
-def test_damaged_snr_series_in_coinc_is_a_400(client, source):
+@pytest.mark.parametrize("field, filename, attribute", [
+    ("coinc", "coinc.xml", "coinc_xml"),  # a damaged SNR series
+    ("psd", "psd.xml.gz", "psd_xml_gz"),  # a damaged spectrum
+])
+def test_damaged_array_in_an_upload_is_a_400(client, source, field, filename, attribute):
     gstlal, _ = source
-    response = post_event(client, gstlal, coinc=SimpleUploadedFile("coinc.xml", damaged_array(gstlal.coinc_xml)))
+    damaged = SimpleUploadedFile(filename, damaged_array(getattr(gstlal, attribute)))
+    response = post_event(client, gstlal, **{field: damaged})
     error = assert_error(response, 400, "bytes were not decoded")
-    assert error.startswith("coinc.xml: ")
+    assert error.startswith(f"{filename}: ")
     assert not Event.objects.exists()
     assert not File.objects.exists()
     assert (Rejection.objects.get().source, Rejection.objects.get().reason) == ("api", error)
-
-
-def test_damaged_spectrum_in_psd_is_a_400(client, source):
-    gstlal, _ = source
-    response = post_event(client, gstlal, psd=SimpleUploadedFile("psd.xml.gz", damaged_array(gstlal.psd_xml_gz)))
-    error = assert_error(response, 400, "bytes were not decoded")
-    assert error.startswith("psd.xml.gz: ")
-    assert not Event.objects.exists()
-    assert not File.objects.exists()
-    assert Rejection.objects.get().reason == error
 
 
 @pytest.mark.parametrize("fields, fragment", [
