@@ -281,16 +281,9 @@ def missing_annotations(event):
     return [name for name in needed if name not in labels]
 
 
-def _significance_candidate(event):
-    """The event as judged for significance (MDC uses the search it replays)."""
-    candidate = candidate_of(event)
-    alias = policy()["SIGNIFICANT_SEARCH_ALIASES"].get(candidate.search)
-    return dataclasses.replace(candidate, search=alias) if alias else candidate
-
-
 def significance_kind(event):
     """SIGNIFICANT / EARLY_WARNING / LESS_SIGNIFICANT by FAR alone, or None."""
-    if rules.is_significant(_significance_candidate(event), policy()):
+    if rules.is_significant(candidate_of(event), policy()):
         return EARLY_WARNING if event.search == EARLY_WARNING_SEARCH else SIGNIFICANT
     if rules.is_less_significant(candidate_of(event), policy()):
         return LESS_SIGNIFICANT
@@ -298,15 +291,15 @@ def significance_kind(event):
 
 
 def not_significant_reason(event):
-    candidate = _significance_candidate(event)
-    where = f"{event.group} {candidate.search}"
-    rule = policy()["SIGNIFICANT"].get((event.group, candidate.search))
+    candidate = candidate_of(event)
+    where = f"{event.group} {rules.significance_search(candidate, policy())}"
+    rule = rules.significance_rule(candidate, policy())
     if rule is None:
         significant = f"no significant-alert threshold is set for {where}"
     else:
         trials, threshold = rule
         significant = (f"trials factor {trials} x FAR {event.far:.3g} Hz = {trials * event.far:.3g} Hz "
-                       f"is not below the significant threshold {threshold:.3g} Hz of {where}")
+                       f"is above the significant threshold {threshold:.3g} Hz of {where}")
     looser = policy()["LESS_SIGNIFICANT_FAR"].get((event.group, event.search))
     if looser is None:
         less = f"less-significant alerts are disabled for {event.group} {event.search}"
@@ -522,7 +515,7 @@ def reselect_and_lock(superevent_pk, lock=True):
         if event is not None:
             if lock:
                 freeze(superevent, event)
-            log(superevent, f"Superevent cleaned up: preferred event "
+            log(superevent, "Superevent cleaned up: preferred event "
                             + (f"changed from {previous.graceid if previous else 'none'} to {event.graceid}"
                                if changed else f"is still {event.graceid}"), tags=LOG_TAGS)
     if changed:

@@ -15,8 +15,10 @@ Set-up (all removed at the end unless ``keep``):
   orchestrator's timer) on that database, with the ORM broker or Redis, under
   a cluster name of its own (so that another cluster on the same Redis never
   takes its tasks), with ``ORCHESTRATOR_TIMEOUT_S=0`` and no second
-  preliminary pass (``ORCHESTRATOR_SECOND_PRELIMINARY=0``), no state-vector
-  frames and no Kafka. This process creates the events with TASKS_INLINE off,
+  preliminary pass (``ORCHESTRATOR_SECOND_PRELIMINARY=0``), no Kafka, and
+  no state-vector frames unless ``frames``: then one 16 s GWF file per
+  detector (H1, L1) around each event, all bits good, written with gwpy, so
+  the state-vector check reads real frames on the alert path. This process creates the events with TASKS_INLINE off,
   so the superevent manager, annotations and orchestrator all run in the
   qcluster, as deployed.
 
@@ -184,6 +186,7 @@ class Environment:
     redis_url: str
     cluster_name: str
     workers: int
+    frame_glob: str = ""
 
 
 def _admin(sql):
@@ -221,7 +224,7 @@ def worker_env(env):
         "ORCHESTRATOR_PRELIMINARY_ALERTS": "1",
         "ORCHESTRATOR_TIMEOUT_S": "0",
         "ORCHESTRATOR_SECOND_PRELIMINARY": "0",
-        "ORCHESTRATOR_DETCHAR_FRAME_GLOB": "",
+        "ORCHESTRATOR_DETCHAR_FRAME_GLOB": env.frame_glob,
         "ORCHESTRATOR_LOG_LEVEL": "WARNING",
         "Q_QUEUE_NAME": env.cluster_name,
         "Q_WORKERS": str(env.workers),
@@ -345,6 +348,28 @@ class Run:
     first_file_s: float = None
     latency_s: float = None
     stages: dict = dataclasses.field(default_factory=dict)
+
+
+FRAME_DETECTORS = ("H1", "L1")
+FRAME_LEAD_S = 8
+FRAME_DURATION_S = 16
+
+
+def write_frames(directory, count):
+    """All-good state-vector frames (gwpy GWF) around the first ``count``
+    events' times; returns the glob the state-vector check searches."""
+    from alerts.science.detchar import DETECTOR_CHANNELS, good_state_value
+    from alerts.science.frames import state_vector_samples, write_state_vector_frame
+
+    for detector in FRAME_DETECTORS:
+        folder = directory / detector
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            start = int(START_GPS + index * SPACING_S) - FRAME_LEAD_S
+            channels = {channel: state_vector_samples(good_state_value(bits), start, FRAME_DURATION_S)
+                        for channel, bits in DETECTOR_CHANNELS[detector].items()}
+            write_state_vector_frame(folder, detector, channels, start, FRAME_DURATION_S)
+    return str(directory / "{detector}" / "*.gwf")
 
 
 def new_event(index, with_pastro, complete):
@@ -610,7 +635,7 @@ def measure_timer(probes, schedules, seed, env, process, write):
 def run_benchmark(*, superevents=DEFAULT_SUPEREVENTS, warmup=DEFAULT_WARMUP, probes=DEFAULT_PROBES,
                   schedules=DEFAULT_SCHEDULES, last_input=LAST_INPUTS[0], settle_s=DEFAULT_SETTLE_S,
                   redis_url="", workers=DEFAULT_WORKERS, bench_db=DEFAULT_BENCH_DB, keep=False, seed=2024,
-                  write=print):
+                  frames=False, write=print):
     if last_input not in LAST_INPUTS:
         raise BenchmarkError(f"--last-input must be one of {', '.join(LAST_INPUTS)}")
     if superevents < 1:
@@ -621,11 +646,14 @@ def run_benchmark(*, superevents=DEFAULT_SUPEREVENTS, warmup=DEFAULT_WARMUP, pro
                       cluster_name=f"latency-bench-{uuid.uuid4().hex[:8]}", workers=workers)
     for folder in (env.media, env.outbox, env.probes):
         folder.mkdir(parents=True)
+    if frames:
+        env.frame_glob = write_frames(tmp / "frames", warmup + superevents)
     broker = f"Redis {redis_url}" if redis_url else \
         f"ORM broker (PostgreSQL), poll {settings.Q_CLUSTER.get('poll') or os.environ.get('Q_ORM_POLL_S', 0.05)} s"
     write(f"Alert latency benchmark: PostgreSQL, {broker}; qcluster with {workers} workers (cluster "
           f"{env.cluster_name}), timer poll {settings.ORCHESTRATOR['TIMER_POLL_S']:g} s, database connections "
-          f"kept {connection.settings_dict['CONN_MAX_AGE']} s; ORCHESTRATOR_TIMEOUT_S=0, no second preliminary")
+          f"kept {connection.settings_dict['CONN_MAX_AGE']} s; ORCHESTRATOR_TIMEOUT_S=0, no second preliminary; "
+          f"state vectors: {'GWF frames (gwpy)' if frames else 'no frames configured'}")
     write(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start: wall-clock figures, "
           f"other jobs on the machine make them noisy")
     ok = True
@@ -636,7 +664,7 @@ def run_benchmark(*, superevents=DEFAULT_SUPEREVENTS, warmup=DEFAULT_WARMUP, pro
         with scratch_database(bench_db, keep, write) as url:
             env.database_url = url
             queued = {**settings.ORCHESTRATOR, "TASKS_INLINE": False, "ORCHESTRATOR_TIMEOUT_S": 0.0,
-                      "SECOND_PRELIMINARY": False, "DETCHAR_FRAME_GLOB": ""}
+                      "SECOND_PRELIMINARY": False, "DETCHAR_FRAME_GLOB": env.frame_glob}
             with override_settings(MEDIA_ROOT=str(env.media), OUTBOX_DIR=env.outbox, ORCHESTRATOR=queued), \
                     django_q_broker(redis_url, env.cluster_name), qcluster(env, write) as process:
                 wait_ready(process, env, write)

@@ -169,7 +169,7 @@ def test_insignificant_event_sends_nothing_and_logs_why(outbox, deferred):
     assert {f.name for f in superevent.files.all()} == {"data_quality_report.json"}
     stops = [m for m in messages(superevent) if m.startswith("No preliminary alert")]
     assert len(stops) == 1
-    assert "trials factor 7 x FAR 0.0001 Hz = 0.0007 Hz is not below the significant threshold" in stops[0]
+    assert "trials factor 7 x FAR 0.0001 Hz = 0.0007 Hz is above the significant threshold" in stops[0]
     assert "above the less-significant threshold" in stops[0]
     assert any(m.startswith("No second preliminary alert") and "is not significant" in m
                for m in messages(superevent))

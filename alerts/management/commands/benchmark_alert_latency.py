@@ -39,6 +39,8 @@ class Command(BaseCommand):
         parser.add_argument("--keep", action="store_true",
                             help="keep the scratch database and the temporary directory (qcluster log, outbox)")
         parser.add_argument("--seed", type=int, default=2024)
+        parser.add_argument("--frames", action="store_true",
+                            help="write state-vector GWF frames around each event, so detchar reads real frames")
 
     def handle(self, *args, **options):
         try:
@@ -46,7 +48,8 @@ class Command(BaseCommand):
                 superevents=options["superevents"], warmup=options["warmup"], probes=options["probes"],
                 schedules=options["schedules"], last_input=options["last_input"], settle_s=options["settle"],
                 redis_url="" if options["orm"] else options["redis"], workers=options["workers"],
-                bench_db=options["bench_db"], keep=options["keep"], seed=options["seed"], write=self.stdout.write,
+                bench_db=options["bench_db"], keep=options["keep"], seed=options["seed"],
+                frames=options["frames"], write=self.stdout.write,
             )
         except bench.BenchmarkError as error:
             raise CommandError(str(error)) from None
