@@ -88,6 +88,8 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.test.utils import override_settings
 
+from benchmarks.machine import machine_line
+
 DEFAULT_SUPEREVENTS = 50
 DEFAULT_WARMUP = 3
 DEFAULT_PROBES = 30
@@ -119,12 +121,11 @@ NOTICE_EXTENSIONS = ("json", "avro", "xml")
 PROBE = "benchmarks.alert_latency.probe"
 ROOT = Path(__file__).resolve().parent.parent
 # The task chain from each kind of last input to the delivered notice.
-# The vetting task delivers the notice itself; the deliver task it also
-# queues is only the fallback.
+# annotations_arrived vets in its own task, which writes the notice to the
+# outbox itself; the deliver task it also queues sends to remote destinations.
 CHAINS = {
-    "pastro-upload": ("alerts.annotations.on_event_file", "alerts.orchestrator.annotations_arrived",
-                      "alerts.orchestrator.vet_superevent"),
-    "pastro-label": ("alerts.orchestrator.annotations_arrived", "alerts.orchestrator.vet_superevent"),
+    "pastro-upload": ("alerts.annotations.on_event_file", "alerts.orchestrator.annotations_arrived"),
+    "pastro-label": ("alerts.orchestrator.annotations_arrived",),
     # With ORCHESTRATOR_TIMEOUT_S at 0, handle_superevent vets in its own task.
     "event": ("alerts.superevents.process_event", "alerts.orchestrator.handle_superevent"),
 }
@@ -654,8 +655,7 @@ def run_benchmark(*, superevents=DEFAULT_SUPEREVENTS, warmup=DEFAULT_WARMUP, pro
           f"{env.cluster_name}), timer poll {settings.ORCHESTRATOR['TIMER_POLL_S']:g} s, database connections "
           f"kept {connection.settings_dict['CONN_MAX_AGE']} s; ORCHESTRATOR_TIMEOUT_S=0, no second preliminary; "
           f"state vectors: {'GWF frames (gwpy)' if frames else 'no frames configured'}")
-    write(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start: wall-clock figures, "
-          f"other jobs on the machine make them noisy")
+    write(f"{machine_line()}; wall-clock figures, other jobs on the machine make them noisy")
     ok = True
     quiet = logging.getLogger("django-q")
     level = quiet.level

@@ -22,6 +22,8 @@ from pathlib import Path
 from django.conf import settings
 from django.test.utils import override_settings
 
+from benchmarks.machine import machine_line
+
 WAVEFORM = "IMRPhenomD"
 DIRECT, STEP = "direct", "step"
 
@@ -56,6 +58,7 @@ def run(count=3, repeats=2, seed=11, out=print):
     from alerts.models import Event
     from alerts.science.simulation import F_LOW_HZ, make_mock_events
 
+    out(machine_line())
     mocks = make_mock_events(count, seed=seed, start_gps=1_300_000_000)
     direct, step = [], []
     queued = {**settings.ORCHESTRATOR, "TASKS_INLINE": False}

@@ -70,6 +70,7 @@ from alerts import handlers, superevent_rules as rules
 from alerts.events import GRACEID_OFFSET, GRACEID_PREFIX, create_event
 from alerts.models import Category, Event, StepRun, Superevent
 from alerts.superevents import BATCH_SIZE, candidate_of, process_event
+from benchmarks.machine import machine_line
 
 DEFAULT_EVENTS = 3000
 DEFAULT_PER_SOURCE = 5
@@ -695,8 +696,8 @@ def run_benchmark(events=DEFAULT_EVENTS, per_source=DEFAULT_PER_SOURCE, workers=
     live_specs = specs[:live_events]
     specs_of = {"live": live_specs}
     write(f"workload: {len(specs)} events over {sources} sources ({per_source} per source within "
-          f"{SOURCE_SPREAD_S} s, sources {SOURCE_SPACING_S:.0f} s apart), workers {workers}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+          f"{SOURCE_SPREAD_S} s, sources {SOURCE_SPACING_S:.0f} s apart), workers {workers}")
+    write(machine_line())
     write(f"manager alone: all events pending first (a backlog), drained in batches of up to {BATCH_SIZE}")
     if live_specs:
         write(f"manager live: the first {len(live_specs)} events, each created (create_event, no parsing) "

@@ -349,9 +349,10 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
     add_file(event, "gstlal.p_astro.json", json.dumps(P_ASTRO).encode(), tags=["p_astro", "public"], announce=False)
     for label in CBC_READY[1:]:
         add_label(event, label)
-    # The label that completes the event wakes the vetting without delay.
-    assert deferred[-1] == (orchestrator.VET_TASK, (superevent.pk, 0), 0.0)
-    deferred[:] = deferred[-1:]
+    # The label that completes the event vets at once, in its own task, not
+    # at the next look; that look, still held, then finds nothing to do.
+    assert reasons(superevent) == ["preliminary-1"]
+    assert [path for path, _, _ in deferred] == [orchestrator.VET_TASK, orchestrator.CLEANUP_TASK]
     run_next(deferred, orchestrator.VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["classification"] == P_ASTRO
