@@ -69,6 +69,7 @@ BAYESTAR_INPUT_KEY = "bayestar-input:"
 # uploads queue it "in turn" (preferred events first), advocates directly.
 LOCALIZE_TASK = "alerts.annotations.localize_event"
 LOCALIZE_IN_TURN_TASK = "alerts.annotations.localize_in_turn"
+FLATTEN_TASK = "alerts.annotations.flatten_skymap"
 
 
 def policy():
@@ -188,8 +189,9 @@ def localize_event(event_pk, disabled_detectors=(), force=False, attempt=1):
                                   f"({', '.join(made.instruments)}, f_low {made.f_low:g} Hz, "
                                   f"{made.bayestar_seconds:.1f} s)",
                                   external_key="" if recorded else key)
-            add_file(event, localization.FLAT_FILENAME, made.flat_fits_gz, tags=["sky_loc"],
-                     message=f"Flattened BAYESTAR sky map{note}", announce=False)
+            # Queued before the label, so that inline the flattened map is
+            # there before anything SKYMAP_READY wakes looks for it.
+            workers.enqueue(FLATTEN_TASK, event_pk, stored.pk)
             add_label(event, SKYMAP_READY)
             workers.enqueue("alerts.annotations.plot_skymap", event_pk, stored.pk)
 
@@ -241,6 +243,20 @@ def summary_message(stored, summary):
                 f", distance {summary.distance_mean_mpc:.0f} +/- {summary.distance_std_mpc:.0f} Mpc")
     return (f"{stored.filename}: 50% area {summary.area_50_deg2:.0f} deg2, 90% area "
             f"{summary.area_90_deg2:.0f} deg2{distance}")
+
+
+def flatten_skymap(event_pk, file_pk, attempt=1):
+    """The flattened ``bayestar.fits.gz`` for older consumers, after
+    SKYMAP_READY (the seed's flattened map; it takes seconds, the alert
+    path needs only the multi-order map)."""
+    event = Event.objects.get(pk=event_pk)
+    skymap = File.objects.get(pk=file_pk)
+
+    def body():
+        add_file(event, localization.FLAT_FILENAME, localization.flatten(skymap.read()), tags=["sky_loc"],
+                 message=f"Flattened {skymap.filename}", announce=False)
+
+    run_product_step("skymap_flatten", event, FLATTEN_TASK, (event_pk, file_pk), attempt, body)
 
 
 def plot_skymap(event_pk, file_pk, attempt=1):

@@ -7,7 +7,8 @@ neither kind always runs first, e.g. with a cold cache):
   with the same waveform and low-frequency cutoff, write the multi-order FITS;
 - step: ``alerts.annotations.localize_event`` on an uploaded event: files
   read from storage, input digest, BAYESTAR, FITS, summary statistics,
-  products stored, SKYMAP_READY labelled (tasks it queues are only queued);
+  products stored, SKYMAP_READY labelled (tasks it queues, the flattened
+  map and the plot, which follow it off the alert path, are only queued);
   forced, as a re-localization is, since the step otherwise runs only once
   per input.
 

@@ -204,6 +204,7 @@ ORCHESTRATOR = {
     "SLOW_TASKS": [
         "alerts.annotations.localize_in_turn",
         "alerts.annotations.localize_event",
+        "alerts.annotations.flatten_skymap",
         "alerts.annotations.plot_skymap",
         "alerts.annotations.plot_probabilities",
     ] if Q_SLOW_WORKERS > 0 else [],

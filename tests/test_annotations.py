@@ -92,8 +92,11 @@ def test_uploaded_event_gets_sky_map_classification_and_p_astro(mock_events, tmp
     assert skymap.meta["objid"] == event.graceid
     assert skymap.meta["url"] == f"{settings.ORCHESTRATOR['BASE_URL']}/api/events/{event.graceid}/"
     assert sorted(skymap.meta["instruments"]) == event.instrument_list
-    # The flattened map read back with ligo.skymap: the same event, one
-    # NESTED resolution, the same probability.
+    # The flattened map, its own step after SKYMAP_READY (it takes seconds
+    # the alert path need not wait for), read back with ligo.skymap: the
+    # same event, one NESTED resolution, the same probability.
+    assert step_runs(event, "skymap_flatten") == [("succeeded", 1)]
+    assert annotations.FLATTEN_TASK in settings.ORCHESTRATOR["SLOW_TASKS"]
     flat = latest_file(event, "bayestar.fits.gz")
     assert flat.tags == ["sky_loc"]
     flat_path = tmp_path / "bayestar.fits.gz"  # astropy knows gzip by the name
@@ -363,25 +366,26 @@ def test_transient_failure_of_an_upload_step_gives_up_after_max_attempts(kind):
 
 
 def test_a_failure_after_the_sky_map_leaves_no_half_product(mock_events, bayestar_calls, monkeypatch):
-    """The flattened map fails after the multi-order file and its summary
-    were written: all of it is rolled back, and the next run writes
-    version 1 again. The failure (a KeyError) is logged on the event."""
-    real_add_file = annotations.add_file
+    """The label fails after the multi-order file and its summary were
+    written: all of it is rolled back (and the flattening it queued never
+    runs), and the next run writes version 1 again. The failure (a
+    KeyError) is logged on the event."""
+    real_add_label = annotations.add_label
 
-    def failing_add_file(owner, name, *args, **kwargs):
-        if name == localization.FLAT_FILENAME:
-            raise KeyError("flattened map")
-        return real_add_file(owner, name, *args, **kwargs)
+    def failing_add_label(owner, name, *args, **kwargs):
+        if name == "SKYMAP_READY":
+            raise KeyError("label")
+        return real_add_label(owner, name, *args, **kwargs)
 
-    monkeypatch.setattr(annotations, "add_file", failing_add_file)
+    monkeypatch.setattr(annotations, "add_label", failing_add_label)
     event = upload(mock_events[BNS_INDEX])
     assert step_runs(event, "bayestar") == [("failed", 1)]
     assert not File.objects.filter(event=event, name__startswith="bayestar").exists()
     assert not SkymapSummary.objects.filter(file__event=event).exists()
     assert "SKYMAP_READY" not in event.label_names()
-    assert "bayestar failed: KeyError: 'flattened map'" in messages(event)
+    assert "bayestar failed: KeyError: 'label'" in messages(event)
 
-    monkeypatch.setattr(annotations, "add_file", real_add_file)
+    monkeypatch.setattr(annotations, "add_label", real_add_label)
     annotations.localize_event(event.pk)
     assert versions(event, "bayestar.multiorder.fits") == [1] and versions(event, "bayestar.fits.gz") == [1]
     assert SkymapSummary.objects.filter(file__event=event).count() == 1

@@ -111,7 +111,6 @@ class SkymapProducts:
     """Files and facts produced by one BAYESTAR run."""
 
     multiorder_fits: bytes
-    flat_fits_gz: bytes
     summary: SkymapSummary
     bayestar_seconds: float
     instruments: tuple[str, ...]
@@ -127,7 +126,6 @@ def localize(
     objid=None,
     url=None,
     waveform: str = DEFAULT_WAVEFORM,
-    flat_max_nside: int = FLAT_MAX_NSIDE,
 ) -> SkymapProducts:
     """Run BAYESTAR on one coincidence and return the sky-map products.
 
@@ -158,11 +156,8 @@ def localize(
     if url is not None:
         sky_map.meta["url"] = url
 
-    multiorder_fits = _fits_bytes(sky_map)
-    flat_fits_gz = _flat_fits_gz(sky_map, flat_max_nside)
     return SkymapProducts(
-        multiorder_fits=multiorder_fits,
-        flat_fits_gz=flat_fits_gz,
+        multiorder_fits=_fits_bytes(sky_map),
         summary=_summarize_table(sky_map),
         bayestar_seconds=elapsed,
         instruments=instruments,
@@ -198,14 +193,20 @@ def input_fingerprint(
     return digest.hexdigest()
 
 
-def summarize_skymap(multiorder_fits: bytes) -> SkymapSummary:
-    """Credible areas and distance moments of any LVK-style sky map.
+def flatten(multiorder_fits: bytes, max_nside: int = FLAT_MAX_NSIDE) -> bytes:
+    """The flattened ``bayestar.fits.gz`` of a multi-order map, for older
+    consumers: NESTED HEALPix at the map's own resolution, at most
+    ``max_nside``, with its distance layers, gzipped.
 
-    Works for BAYESTAR maps and for Burst pipelines' own maps (e.g.
-    ``cwb.multiorder.fits``); maps without distance layers give None for the
-    distance fields. Flat (NESTED/RING) and gzip-compressed maps are
-    accepted too.
-    """
+    Apart from :func:`localize` because ligo.skymap's ``rasterize`` of an
+    order-11 map takes several seconds (about a tenth of a BAYESTAR run
+    here): the alert path needs only the multi-order map, so this runs
+    after it, like the plots."""
+    return _flat_fits_gz(_read_multiorder(multiorder_fits), max_nside)
+
+
+def _read_multiorder(multiorder_fits: bytes):
+    """The multi-order table of (possibly gzipped) FITS bytes."""
     if multiorder_fits[: len(GZIP_MAGIC)] == GZIP_MAGIC:
         # astropy detects gzip from file names only, not from in-memory data.
         try:
@@ -220,7 +221,18 @@ def summarize_skymap(multiorder_fits: bytes) -> SkymapSummary:
         raise LocalizationError(f"not a readable HEALPix sky map: {exc}") from exc
     if "PROBDENSITY" not in sky_map.colnames:
         raise LocalizationError("sky map has no probability column")
-    return _summarize_table(sky_map)
+    return sky_map
+
+
+def summarize_skymap(multiorder_fits: bytes) -> SkymapSummary:
+    """Credible areas and distance moments of any LVK-style sky map.
+
+    Works for BAYESTAR maps and for Burst pipelines' own maps (e.g.
+    ``cwb.multiorder.fits``); maps without distance layers give None for the
+    distance fields. Flat (NESTED/RING) and gzip-compressed maps are
+    accepted too.
+    """
+    return _summarize_table(_read_multiorder(multiorder_fits))
 
 
 def _summarize_table(sky_map) -> SkymapSummary:
