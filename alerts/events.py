@@ -12,11 +12,12 @@ import math
 import re
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from alerts import handlers
 from alerts.models import Category, Event, Rejection
 from alerts.science.coinc import CoincError, PsdError, parse_coinc, parse_psd
+from alerts.row_insert import insert
 from alerts.store import add_file, add_label, file_added_message, pending_log, save_file_version, write_logs
 
 logger = logging.getLogger(__name__)
@@ -206,14 +207,13 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
         validate_file(name, data)
 
     with transaction.atomic():
-        event = Event.objects.create(
+        event = Event(
             group=group, pipeline=pipeline.lower(), search=search, category=category, offline=offline,
             gpstime=fields["gpstime"], far=fields["far"], snr=fields.get("snr"),
             instruments=",".join(fields["instruments"]),
             extra_attributes=fields.get("extra_attributes", {}),
         )
-        event.graceid = graceid or f"{GRACEID_PREFIX[category]}{GRACEID_OFFSET + event.pk}"
-        event.save(update_fields=["graceid"])
+        insert_with_graceid(event, graceid)
         logs = [pending_log(event, f"Event uploaded by {pipeline} ({group}, {search})"
                                    + (" [offline]" if offline else ""))]
         handlers.dispatch(handlers.EVENT_CREATED, event.pk)
@@ -230,6 +230,31 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
         for label in labels:
             add_label(event, label)
     return event
+
+
+def insert_with_graceid(event, graceid=None):
+    """INSERT ``event`` with its final id: ``graceid``, or one made from its pk.
+
+    On PostgreSQL the pk is drawn from the sequence first, so the row goes in
+    whole in one statement. Inserting a placeholder id and updating it would
+    make concurrent uploads queue on the unique index until the first one
+    commits (two uploads cannot both hold the placeholder), serialising the
+    workers. SQLite serialises writers anyway, so there the row is inserted
+    and its id filled in afterwards.
+    """
+    def made_graceid(pk):
+        return graceid or f"{GRACEID_PREFIX[event.category]}{GRACEID_OFFSET + pk}"
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id'))", [Event._meta.db_table])
+            event.pk = cursor.fetchone()[0]
+        event.graceid = made_graceid(event.pk)
+        insert([event])
+        return
+    event.save(force_insert=True)
+    event.graceid = made_graceid(event.pk)
+    event.save(update_fields=["graceid"])
 
 
 def add_event_file(event, name, data, tags=None, message=None):

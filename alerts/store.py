@@ -9,6 +9,7 @@ from django.db.models import Max
 
 from alerts import handlers
 from alerts.models import Event, File, Label, Log, Superevent
+from alerts.row_insert import insert
 
 
 def owner_kwargs(owner):
@@ -37,7 +38,7 @@ def pending_log(owner, message, file=None, tags=()):
 def write_logs(entries):
     """Save ``pending_log`` entries in order with one INSERT: the rows ``log``
     would write one by one, for one round trip instead of several."""
-    return Log.objects.bulk_create(entries) if entries else []
+    return insert(entries)
 
 
 def log_many(owner, messages, tags=()):
@@ -96,7 +97,7 @@ def save_file_version(owner, name, data, version, tags=()):
     stored = File(name=name, version=version, tags=sorted(set(tags)), size=len(data),
                   sha256=File.digest(data), **owner_kwargs(owner))
     stored.content.save(name, ContentFile(data), save=False)
-    stored.save()
+    insert([stored])
     return stored
 
 

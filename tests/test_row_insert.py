@@ -1,0 +1,69 @@
+"""alerts.row_insert writes the rows the ORM would (on the test database's backend)."""
+import datetime
+
+import pytest
+from django.forms.models import model_to_dict
+
+from alerts.models import Category, Event, Log, Superevent
+from alerts.row_insert import insert
+from tests.factories import T0
+
+pytestmark = pytest.mark.django_db
+
+
+def event_fields(**overrides):
+    fields = dict(group="CBC", pipeline="gstlal", search="AllSky", category=Category.PRODUCTION,
+                  gpstime=T0, far=1e-10, snr=9.5, instruments="H1,L1",
+                  extra_attributes={"mass1": 1.4, "detector_snrs": {"H1": 6.0, "L1": 7.0}})
+    return {**fields, **overrides}
+
+
+def stored(model, pk):
+    """A row as read back through the ORM, without what differs by nature."""
+    row = model_to_dict(model.objects.get(pk=pk))
+    row.pop("id")
+    return row
+
+
+def test_rows_match_those_the_orm_writes():
+    by_orm = Event.objects.create(graceid="G1", **event_fields())
+    by_insert = Event(graceid="G2", **event_fields())
+    insert([by_insert])
+    assert by_insert.pk is not None and not by_insert._state.adding
+    assert {**stored(Event, by_insert.pk), "graceid": "G1"} == stored(Event, by_orm.pk)
+
+    orm_log = Log.objects.create(event=by_orm, message="hello", tags=["a", "b"])
+    logs = insert([Log(event=by_orm, message="hello", tags=["a", "b"]),
+                   Log(event=by_insert, message="second", tags=[])])
+    assert [log.pk for log in logs] == sorted(log.pk for log in logs) and logs[0].pk > orm_log.pk
+    assert stored(Log, logs[0].pk) == stored(Log, orm_log.pk)
+    # auto_now_add filled in, on the instance and in the row.
+    assert logs[1].created is not None
+    assert Log.objects.get(pk=logs[1].pk).created == logs[1].created
+    assert Log.objects.get(pk=logs[1].pk).tags == []
+
+
+def test_a_preset_primary_key_is_written_as_given():
+    event = Event(pk=987654, graceid="G987654", **event_fields())
+    insert([event])
+    assert Event.objects.get(pk=987654).graceid == "G987654"
+
+
+def test_objects_saved_before_are_linked_and_unsaved_ones_refused():
+    superevent = Superevent(superevent_id="S190425a", category=Category.PRODUCTION, t_start=T0 - 1, t_0=T0,
+                            t_end=T0 + 1, far=1e-10, date=datetime.date(2019, 4, 25), day_index=0)
+    log = Log(superevent=superevent, message="created")
+    with pytest.raises(ValueError, match="unsaved"):
+        insert([log])
+    insert([superevent])
+    insert([log])
+    assert Log.objects.get(pk=log.pk).superevent_id == superevent.pk
+
+
+def test_one_model_at_a_time_and_no_mixed_primary_keys():
+    with pytest.raises(TypeError):
+        insert([Event(graceid="G3", **event_fields()), Log(message="x")])
+    with pytest.raises(ValueError):
+        insert([Event(pk=5, graceid="G5", **event_fields()), Event(graceid="G6", **event_fields())])
+    assert insert([]) == []
+    assert not Event.objects.exists()
