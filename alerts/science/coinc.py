@@ -200,26 +200,32 @@ class _QuickTable(_QuickElement):
             )
             return
         # The stock checks for the new Column, in the stock order (which
-        # matters for a Column missing its Name or Type attribute).
-        if self.validcolumns is not None:
-            if child.Name in self.validcolumns:
-                expected_type = self.validcolumns[child.Name]
-            elif child.getAttribute("Name") in self.validcolumns:
-                expected_type = self.validcolumns[child.getAttribute("Name")]
+        # matters for a Column missing its Name or Type attribute); each
+        # attribute is decoded once (ligolw decodes it on every read).
+        validcolumns = self.validcolumns
+        if validcolumns is not None:
+            name = child.Name
+            if name in validcolumns:
+                expected_type = validcolumns[name]
+            elif child.getAttribute("Name") in validcolumns:
+                expected_type = validcolumns[child.getAttribute("Name")]
             else:
                 raise ligolw.ElementError(
-                    "invalid Column '%s' for Table '%s'" % (child.Name, self.Name)
+                    "invalid Column '%s' for Table '%s'" % (name, self.Name)
                 )
-            if expected_type != child.Type:
+            column_type = child.Type
+            if expected_type != column_type:
                 raise ligolw.ElementError(
                     "invalid type '%s' for Column '%s' in Table '%s', "
                     "expected type '%s'"
-                    % (child.Type, child.Name, self.Name, expected_type)
+                    % (column_type, name, self.Name, expected_type)
                 )
-        if child.Type not in ligolw_types.ToPyType:
+        else:
+            column_type = child.Type
+        if column_type not in ligolw_types.ToPyType:
             raise ligolw.ElementError(
                 "unrecognized Type '%s' for Column '%s' in Table '%s'"
-                % (child.Type, child.Name, self.Name)
+                % (column_type, child.Name, self.Name)
             )
         names = verified[1]
         name = child.Name
