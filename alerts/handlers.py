@@ -14,15 +14,17 @@ from alerts import workers
 EVENT_CREATED = "event_created"  # (event_pk,)
 EVENT_FILE_ADDED = "event_file_added"  # (event_pk, file_pk)
 EVENT_LABEL_ADDED = "event_label_added"  # (event_pk, label_name)
+EVENT_LABEL_REMOVED = "event_label_removed"  # (event_pk, label_name)
 SUPEREVENT_CREATED = "superevent_created"  # (superevent_pk,)
 SUPEREVENT_EVENT_ADDED = "superevent_event_added"  # (superevent_pk, event_pk)
 SUPEREVENT_PREFERRED_CHANGED = "superevent_preferred_changed"  # (superevent_pk, event_pk)
 SUPEREVENT_LABEL_ADDED = "superevent_label_added"  # (superevent_pk, label_name)
+SUPEREVENT_LABEL_REMOVED = "superevent_label_removed"  # (superevent_pk, label_name)
 SUPEREVENT_FILE_ADDED = "superevent_file_added"  # (superevent_pk, file_pk)
 KINDS = {
-    EVENT_CREATED, EVENT_FILE_ADDED, EVENT_LABEL_ADDED, SUPEREVENT_CREATED,
+    EVENT_CREATED, EVENT_FILE_ADDED, EVENT_LABEL_ADDED, EVENT_LABEL_REMOVED, SUPEREVENT_CREATED,
     SUPEREVENT_EVENT_ADDED, SUPEREVENT_PREFERRED_CHANGED, SUPEREVENT_LABEL_ADDED,
-    SUPEREVENT_FILE_ADDED,
+    SUPEREVENT_LABEL_REMOVED, SUPEREVENT_FILE_ADDED,
 }
 
 _subscribers = defaultdict(list)

@@ -65,10 +65,17 @@ def add_label(owner, name, creator="orchestrator"):
 
 
 def remove_label(owner, name):
-    deleted, _ = Label.objects.filter(name=name, **owner_kwargs(owner)).delete()
-    if deleted:
+    """Remove a label; returns True when it was there (and handlers were told)."""
+    with transaction.atomic():
+        deleted, _ = Label.objects.filter(name=name, **owner_kwargs(owner)).delete()
+        if not deleted:
+            return False
         log(owner, f"Label removed: {name}", tags=["label"])
-    return bool(deleted)
+    if isinstance(owner, Event):
+        handlers.dispatch(handlers.EVENT_LABEL_REMOVED, owner.pk, name)
+    else:
+        handlers.dispatch(handlers.SUPEREVENT_LABEL_REMOVED, owner.pk, name)
+    return True
 
 
 def add_file(owner, name, data, tags=(), message=None, announce=True):

@@ -559,8 +559,10 @@ def _reselect(superevent, events, candidates, superevent_labels, messages):
 
 
 @handles(handlers.EVENT_LABEL_ADDED)
+@handles(handlers.EVENT_LABEL_REMOVED)
 def reconsider_on_label(event_pk, label_name):
-    """Annotation labels can make an event preferable: re-apply the order.
+    """Annotation labels make an event preferable, and their removal (an
+    advocate's, or an IGWN Alert's label_removed) less so: re-apply the order.
 
     The event's row is locked first: if a manager's batch holds it (the
     label came while the batch ran, too late for the batch to see), this

@@ -98,6 +98,24 @@ def test_completed_annotations_make_an_event_preferred():
     assert superevent.preferred_event_id == quiet.pk
 
 
+def test_removing_an_annotation_label_reapplies_the_order():
+    from alerts import handlers
+    from alerts.store import remove_label
+
+    loud = make_event(snr=30)
+    quiet = make_event(gpstime=T0 + 0.1, snr=8, pipeline="pycbc",
+                       labels=["SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"])
+    superevent = refreshed(loud).superevent
+    assert superevent.preferred_event_id == quiet.pk
+    assert "alerts.superevents.reconsider_on_label" in handlers.subscribers(handlers.EVENT_LABEL_REMOVED)
+    assert remove_label(quiet, "PASTRO_READY")
+    assert not remove_label(quiet, "PASTRO_READY")  # gone already: nothing to tell
+    superevent.refresh_from_db()
+    assert superevent.preferred_event_id == loud.pk
+    assert any("Preferred event changed" in m for m in superevent.logs.values_list("message", flat=True))
+    assert quiet.logs.filter(message="Label removed: PASTRO_READY").count() == 1
+
+
 def test_growth_stops_at_a_neighbouring_superevent():
     left = refreshed(make_event(gpstime=T0)).superevent
     right = refreshed(make_event(gpstime=T0 + 2.5)).superevent
