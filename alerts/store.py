@@ -3,9 +3,12 @@
 Every write announces itself through the handler registry after commit, so
 steps that wait for a file or a label run exactly when it appears.
 """
+import datetime
+
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from alerts import handlers
 from alerts.models import Event, File, Label, Log, Superevent
@@ -115,3 +118,38 @@ def file_added_message(stored):
 def latest_file(owner, name):
     """Newest version of a named file, or None."""
     return File.objects.filter(name=name, **owner_kwargs(owner)).order_by("-version").first()
+
+
+def orphaned_files(grace_s, storage=None):
+    """Names of stored files that no File row names and that are older
+    than ``grace_s`` seconds, in sorted order.
+
+    Content is written to storage before its File row commits, so a
+    rolled-back upload or a worker killed mid-transaction leaves a file no
+    row points at. The grace period keeps files of transactions still
+    running.
+    """
+    storage = storage or File._meta.get_field("content").storage
+    named = set(File.objects.values_list("content", flat=True))
+    cutoff = timezone.now() - datetime.timedelta(seconds=grace_s)
+    return sorted(name for name in _walk(storage, "")
+                  if name not in named and storage.get_modified_time(name) < cutoff)
+
+
+def _walk(storage, folder):
+    if not storage.exists(folder or "."):
+        return
+    folders, files = storage.listdir(folder or ".")
+    for name in files:
+        yield f"{folder}/{name}" if folder else name
+    for sub in folders:
+        yield from _walk(storage, f"{folder}/{sub}" if folder else sub)
+
+
+def remove_orphaned_files(grace_s, storage=None):
+    """Delete what ``orphaned_files`` lists; returns the names removed."""
+    storage = storage or File._meta.get_field("content").storage
+    names = orphaned_files(grace_s, storage)
+    for name in names:
+        storage.delete(name)
+    return names

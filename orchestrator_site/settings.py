@@ -125,6 +125,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
+# Stored files that no File row names are removed by `manage.py prune_storage`
+# once they are this old: a younger one may belong to an upload whose
+# transaction has not committed yet.
+STORAGE_ORPHAN_GRACE_S = env_float("ORCHESTRATOR_STORAGE_ORPHAN_GRACE_S", 3600.0)
 # Notices written by the outbox transport (ORCHESTRATOR["NOTICE_DESTINATIONS"]).
 OUTBOX_DIR = Path(os.environ.get("ORCHESTRATOR_OUTBOX_DIR", VAR_DIR / "outbox"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
