@@ -14,11 +14,12 @@ import re
 from django.conf import settings
 from django.db import connection, transaction
 
-from alerts import handlers
-from alerts.models import Category, Event, Rejection
+from alerts import handlers, superevents
+from alerts.models import Category, Event, File, Rejection
 from alerts.science.coinc import CoincError, PsdError, parse_coinc, parse_psd
-from alerts.row_insert import insert
-from alerts.store import add_file, add_label, file_added_message, pending_log, save_file_version, write_logs
+from alerts.row_insert import insert_statement, reserve_pks, run as run_statements
+from alerts.store import (add_file, add_label, file_added_message, pending_log, save_file_version,
+                          stage_file_version, write_logs)
 
 logger = logging.getLogger(__name__)
 
@@ -213,18 +214,15 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
             instruments=",".join(fields["instruments"]),
             extra_attributes=fields.get("extra_attributes", {}),
         )
-        insert_with_graceid(event, graceid)
-        logs = [pending_log(event, f"Event uploaded by {pipeline} ({group}, {search})"
-                                   + (" [offline]" if offline else ""))]
+        write_new_event(event, graceid, coinc, f"Event uploaded by {pipeline} ({group}, {search})"
+                                               + (" [offline]" if offline else ""))
+        if policy()["GROUP_AT_UPLOAD"]:
+            # First, so that its announcements run first after the commit,
+            # as when the EVENT_CREATED task groups it. Labels given with the
+            # event come after, and re-apply the preferred-event order as
+            # any later label does (superevents.reconsider_on_label).
+            superevents.group_at_upload(event)
         handlers.dispatch(handlers.EVENT_CREATED, event.pk)
-        if coinc is not None:
-            # What add_file(..., announce=False) stores, without its lock and
-            # version query: nobody sees the new event before this
-            # transaction commits, so its coinc.xml is version 1.
-            tags = DEFAULT_TAGS[COINC_FILENAME]
-            stored = save_file_version(event, COINC_FILENAME, coinc, 1, tags=tags)
-            logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
-        write_logs(logs)  # one INSERT
         for name, data in files:
             add_file(event, name, data, tags=DEFAULT_TAGS.get(name, []))
         for label in labels:
@@ -232,29 +230,43 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
     return event
 
 
-def insert_with_graceid(event, graceid=None):
-    """INSERT ``event`` with its final id: ``graceid``, or one made from its pk.
+def write_new_event(event, graceid, coinc, message):
+    """INSERT ``event`` with its final id (``graceid``, or one made from its
+    pk), its coinc.xml (if any) and their log messages.
 
-    On PostgreSQL the pk is drawn from the sequence first, so the row goes in
-    whole in one statement. Inserting a placeholder id and updating it would
-    make concurrent uploads queue on the unique index until the first one
-    commits (two uploads cannot both hold the placeholder), serialising the
-    workers. SQLite serialises writers anyway, so there the row is inserted
-    and its id filled in afterwards.
+    What ``add_file(..., announce=False)`` stores, without its lock and
+    version query: nobody sees the new event before this transaction
+    commits, so its coinc.xml is version 1.
+
+    On PostgreSQL the pks are drawn from the sequences first, so the rows go
+    in whole, in one round trip. Inserting a placeholder id and updating it
+    would make concurrent uploads queue on the unique index until the first
+    one commits (two uploads cannot both hold the placeholder), serialising
+    the workers. SQLite serialises writers anyway, so there the event is
+    inserted and its id filled in afterwards.
     """
     def made_graceid(pk):
         return graceid or f"{GRACEID_PREFIX[event.category]}{GRACEID_OFFSET + pk}"
 
+    tags = DEFAULT_TAGS[COINC_FILENAME]
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id'))", [Event._meta.db_table])
-            event.pk = cursor.fetchone()[0]
+        event.pk, *file_pk = reserve_pks(Event, *([File] if coinc is not None else []))
         event.graceid = made_graceid(event.pk)
-        insert([event])
+        statements, logs = [insert_statement([event])], [pending_log(event, message)]
+        if coinc is not None:
+            stored = stage_file_version(event, COINC_FILENAME, coinc, 1, tags=tags, pk=file_pk[0])
+            statements.append(insert_statement([stored]))
+            logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
+        run_statements([*statements, insert_statement(logs)])
         return
     event.save(force_insert=True)
     event.graceid = made_graceid(event.pk)
     event.save(update_fields=["graceid"])
+    logs = [pending_log(event, message)]
+    if coinc is not None:
+        stored = save_file_version(event, COINC_FILENAME, coinc, 1, tags=tags)
+        logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
+    write_logs(logs)  # one INSERT
 
 
 def add_event_file(event, name, data, tags=None, message=None):

@@ -104,10 +104,17 @@ def save_file_version(owner, name, data, version, tags=()):
     The caller chooses the version: ``add_file`` under the owner's lock, or
     the creator of a new owner, whose first file of a name is version 1.
     """
-    stored = File(name=name, version=version, tags=sorted(set(tags)), size=len(data),
+    stored = stage_file_version(owner, name, data, version, tags)
+    insert([stored])
+    return stored
+
+
+def stage_file_version(owner, name, data, version, tags=(), pk=None):
+    """``save_file_version`` up to its row: the content is in storage, the
+    File (with ``pk`` if given) is for the caller to insert."""
+    stored = File(pk=pk, name=name, version=version, tags=sorted(set(tags)), size=len(data),
                   sha256=File.digest(data), **owner_kwargs(owner))
     stored.content.save(name, ContentFile(data), save=False)
-    insert([stored])
     return stored
 
 

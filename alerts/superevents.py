@@ -36,7 +36,7 @@ from django.utils import timezone
 from alerts import handlers, superevent_rules as rules
 from alerts.handlers import handles
 from alerts.models import Event, Label, StepRun, Superevent, SupereventDayCounter
-from alerts.row_insert import insert
+from alerts.row_insert import Statement, insert, insert_statement, run as run_statements
 from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME
 from alerts.store import log_many, pending_log
 
@@ -149,6 +149,29 @@ def process_event(event_pk):
                                error=f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS])
         logger.exception("step %s failed", STEP)
         raise
+
+
+def group_at_upload(event):
+    """Group a new ``event`` inside the transaction that is creating it.
+
+    Nobody else sees the uncommitted event, so it needs no claim: it is a
+    batch of one, under the same time-bucket locks and rules as any batch,
+    committed with the upload. Runs in a savepoint: if grouping fails, the
+    upload still commits with the event pending, and its EVENT_CREATED task
+    groups it (or records why it cannot). Returns True if it was grouped.
+    """
+    started = timezone.now()
+    try:
+        with transaction.atomic():
+            announcements = _assign_batch(event.category, [event], event.pk, started)
+    except Exception as error:
+        event.superevent, event.superevent_id, event.grouping_done = None, None, False
+        logger.warning("event %s left to the superevent manager's task: grouping at upload failed (%s: %s)",
+                       event.pk, type(error).__name__, error, exc_info=True)
+        return False
+    for kind, *args in announcements:
+        handlers.dispatch(kind, *args)  # after the upload commits
+    return True
 
 
 def _assign(event_pk, category, wait):
@@ -433,7 +456,11 @@ def _load_labels(pending, slots):
 
 
 def _write(category, created, slots, done, logs, started):
-    """Write a batch's outcome: IDs, superevents, events, logs, step runs."""
+    """Write a batch's outcome: IDs, superevents, events, logs, step runs.
+
+    New superevents need their day index, then their pk, before anything
+    can point at them; everything after that goes in one round trip.
+    """
     by_date = defaultdict(list)
     for slot in created:  # in creation order
         by_date[slot.superevent.date].append(slot.superevent)
@@ -447,43 +474,43 @@ def _write(category, created, slots, done, logs, started):
         event.grouping_done = True
         if event.superevent_id is None and event.superevent is not None:  # joined (set in memory)
             event.superevent_id = event.superevent.pk
-    mark_done(done)
     now = timezone.now()
+    statements = [mark_done_statement(done)]
     for slot in slots:
         if slot.touched and not slot.new:  # what superevent.save() would write
             superevent = slot.superevent
             superevent.updated = now
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {Superevent._meta.db_table} SET t_start = %s, t_end = %s, t_0 = %s, "
-                    f"preferred_event_id = %s, far = %s, updated = %s WHERE id = %s",
-                    [superevent.t_start, superevent.t_end, superevent.t_0, superevent.preferred_event_id,
-                     superevent.far, connection.ops.adapt_datetimefield_value(now), superevent.pk])
+            statements.append(Statement(
+                f"UPDATE {Superevent._meta.db_table} SET t_start = %s, t_end = %s, t_0 = %s, "
+                f"preferred_event_id = %s, far = %s, updated = %s WHERE id = %s",
+                [superevent.t_start, superevent.t_end, superevent.t_0, superevent.preferred_event_id,
+                 superevent.far, connection.ops.adapt_datetimefield_value(now), superevent.pk]))
     for entry in logs:  # superevents created above now have their pk
         if entry.superevent is not None:
             entry.superevent_id = entry.superevent.pk
-    insert(logs)
-    insert([
+    statements.append(insert_statement(logs))
+    statements.append(insert_statement([
         StepRun(step=STEP, event=event, started=started, finished=now, status=StepRun.Status.SUCCEEDED,
                 worker=WORKER_NAME) for event in done
-    ])
+    ]))
+    run_statements(statements)
 
 
-def mark_done(events):
-    """Store the superevent and the done flag of ``events`` in one UPDATE.
+def mark_done_statement(events):
+    """The UPDATE that stores the superevent and the done flag of ``events``
+    (None for no events).
 
     In SQL: QuerySet.bulk_update builds the same CASE through expressions,
     which costs more CPU than the rest of a batch.
     """
     if not events:
-        return
+        return None
     table = Event._meta.db_table
     cases = " ".join(["WHEN %s THEN CAST(%s AS bigint)"] * len(events))
     ids = ", ".join(["%s"] * len(events))
     params = [value for event in events for value in (event.pk, event.superevent_id)]
-    with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET grouping_done = TRUE, superevent_id = CASE id {cases} "
-                       f"ELSE superevent_id END WHERE id IN ({ids})", params + [event.pk for event in events])
+    return Statement(f"UPDATE {table} SET grouping_done = TRUE, superevent_id = CASE id {cases} "
+                     f"ELSE superevent_id END WHERE id IN ({ids})", params + [event.pk for event in events])
 
 
 # --- the rules against the store -------------------------------------------------------

@@ -212,6 +212,11 @@ ORCHESTRATOR = {
         "alerts.annotations.plot_skymap",
         "alerts.annotations.plot_probabilities",
     ] if Q_SLOW_WORKERS > 0 else [],
+    # Group an uploaded event into its superevent inside the upload's own
+    # transaction (one commit and a queue hop fewer; the superevent exists
+    # when the upload returns). The EVENT_CREATED task then finds it done,
+    # and takes over if grouping at upload failed. False: the task groups it.
+    "GROUP_AT_UPLOAD": True,
     # Events whose FAR is above this (Hz) do not form superevents.
     "SUPEREVENT_FAR_THRESHOLD": env_float("ORCHESTRATOR_SUPEREVENT_FAR_THRESHOLD", 1 / HOUR_S),
     # Half-width of the superevent window around a CBC event's time, per

@@ -35,10 +35,10 @@ def test_a_rolled_back_upload_leaves_an_orphan_that_prune_storage_removes(settin
     assert set(File.objects.values_list("content", flat=True)) == on_disk_before
     mock = mock_events[0]
 
-    def fail(entries):
+    def fail(stored):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(events, "write_logs", fail)  # after the coinc.xml is in storage
+    monkeypatch.setattr(events, "file_added_message", fail)  # after the coinc.xml is in storage
     with pytest.raises(RuntimeError):
         create_event(group="CBC", pipeline=mock.pipeline, coinc=mock.coinc_xml)
     monkeypatch.undo()

@@ -67,3 +67,54 @@ def test_one_model_at_a_time_and_no_mixed_primary_keys():
         insert([Event(pk=5, graceid="G5", **event_fields()), Event(graceid="G6", **event_fields())])
     assert insert([]) == []
     assert not Event.objects.exists()
+
+
+def test_statements_run_in_order_in_one_round_trip_on_postgresql():
+    """run() hands each statement its own rows; on PostgreSQL they travel as
+    one query string, elsewhere one by one with the same outcome."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from alerts.row_insert import Statement, insert_statement, run
+
+    event = Event(graceid="G7", **event_fields())
+    seen = []
+    with CaptureQueriesContext(connection) as queries:
+        run([
+            insert_statement([event]),
+            None,  # skipped
+            Statement("SELECT graceid FROM alerts_event WHERE graceid = %s", ["G7"], returns_rows=True,
+                      done=seen.append),
+            Statement("UPDATE alerts_event SET snr = %s WHERE graceid = %s", [12.5, "G7"]),
+        ])
+    assert len(queries.captured_queries) == (1 if connection.vendor == "postgresql" else 3)
+    assert event.pk is not None and not event._state.adding
+    assert seen == [[("G7",)]]  # the row the INSERT before it wrote
+    assert Event.objects.get(pk=event.pk).snr == 12.5
+
+
+def test_a_failing_statement_stops_the_rest():
+    from django.db import DatabaseError, transaction
+
+    from alerts.row_insert import Statement, insert_statement, run
+
+    with pytest.raises(DatabaseError), transaction.atomic():
+        run([insert_statement([Event(graceid="G8", **event_fields())]),
+             Statement("UPDATE alerts_no_such_table SET x = %s", [1]),
+             insert_statement([Event(graceid="G9", **event_fields())])])
+    assert not Event.objects.exists()
+
+
+def test_reserved_primary_keys_are_new_and_distinct():
+    from django.db import connection
+
+    from alerts.models import File
+    from alerts.row_insert import reserve_pks
+
+    if connection.vendor != "postgresql":
+        pytest.skip("reserve_pks draws from PostgreSQL sequences; SQLite uploads insert then update")
+    first, file_pk = reserve_pks(Event, File)
+    again, = reserve_pks(Event)
+    assert again > first and file_pk > 0
+    insert([Event(pk=first, graceid="G10", **event_fields())])
+    assert Event.objects.get(pk=first).graceid == "G10"

@@ -177,9 +177,11 @@ def grouping_summary(events):
     return superevents, event_logs, runs
 
 
-def test_one_task_groups_a_batch_as_one_task_per_event_would(monkeypatch):
+def test_one_task_groups_a_batch_as_one_task_per_event_would(monkeypatch, settings):
     from alerts import handlers, workers
     from alerts.models import Label, Log, StepRun, SupereventDayCounter
+
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "GROUP_AT_UPLOAD": False}  # a backlog for the task
 
     enqueue, dispatch = workers.enqueue, handlers.dispatch
     state = {"manager runs": True}
@@ -241,8 +243,8 @@ def test_one_task_groups_a_batch_as_one_task_per_event_would(monkeypatch):
 
 
 @pytest.fixture
-def manager_held_back(monkeypatch):
-    """Events are made with no task run; returns the manager's held-back event pks."""
+def manager_tasks_recorded(monkeypatch):
+    """Tasks are not run; returns the event pks of the manager's tasks."""
     from alerts import workers
 
     held_back = []
@@ -253,6 +255,14 @@ def manager_held_back(monkeypatch):
 
     monkeypatch.setattr(workers, "enqueue", hold)
     return held_back
+
+
+@pytest.fixture
+def manager_held_back(manager_tasks_recorded, settings):
+    """Events are made with no task run and no grouping at upload, so they
+    wait for the manager; returns the manager's held-back event pks."""
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "GROUP_AT_UPLOAD": False}
+    return manager_tasks_recorded
 
 
 def test_an_event_the_rules_cannot_handle_fails_alone(manager_held_back):
@@ -274,14 +284,14 @@ def test_an_event_the_rules_cannot_handle_fails_alone(manager_held_back):
 
 def test_a_failing_batch_falls_back_to_one_event_at_a_time(manager_held_back, monkeypatch):
     events = [make_event(gpstime=T0 + 10 * i) for i in range(3)]
-    mark_done = superevents.mark_done
+    mark_done_statement = superevents.mark_done_statement
 
     def fails_for_several(batch):
         if len(batch) > 1:
             raise RuntimeError("trouble with a batch")
-        mark_done(batch)
+        return mark_done_statement(batch)
 
-    monkeypatch.setattr(superevents, "mark_done", fails_for_several)
+    monkeypatch.setattr(superevents, "mark_done_statement", fails_for_several)
     for event in reversed(events):
         superevents.process_event(event.pk)
     assert [refreshed(e).superevent.superevent_id for e in events] == ["S190425c", "S190425b", "S190425a"]
@@ -297,10 +307,13 @@ HANDLER_HEAD_START_S = 0.3
 
 
 @pytest.fixture
-def only_the_manager_held_back(monkeypatch):
-    """The manager's tasks are held back (their event pks returned); every
-    other task, such as reconsider_on_label, runs inline as usual."""
+def only_the_manager_held_back(monkeypatch, settings):
+    """The manager's tasks are held back (their event pks returned) and
+    uploads are not grouped; every other task, such as
+    reconsider_on_label, runs inline as usual."""
     from alerts import workers
+
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "GROUP_AT_UPLOAD": False}
 
     enqueue, held_back = workers.enqueue, []
 
@@ -376,3 +389,55 @@ def test_a_label_added_while_a_batch_holds_its_event_is_not_missed(only_the_mana
     superevent.refresh_from_db()
     assert refreshed(quiet).superevent_id == superevent.pk
     assert superevent.preferred_event_id == quiet.pk, "the label that completed the event was missed"
+
+
+# --- grouping inside the upload's transaction (GROUP_AT_UPLOAD) ---------------------
+
+
+def test_an_upload_is_grouped_in_its_own_transaction(manager_tasks_recorded):
+    """The superevent is there when create_event returns, committed with the
+    event (one COMMIT); the manager's task then finds the event done."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from alerts.models import StepRun
+
+    first = make_event(gpstime=T0)
+    with CaptureQueriesContext(connection) as queries:
+        second = make_event(gpstime=T0 + 0.5, snr=20, pipeline="pycbc")
+    commits = [q["sql"] for q in queries.captured_queries if q["sql"].strip().upper() == "COMMIT"]
+    assert len(commits) == 1
+    assert refreshed(first).superevent_id == refreshed(second).superevent_id is not None
+    superevent = refreshed(second).superevent
+    assert superevent.preferred_event_id == second.pk and superevent.t_end == T0 + 1.5
+    assert refreshed(second).grouping_done
+    assert manager_tasks_recorded == [first.pk, second.pk]  # still queued, as the safety net
+    assert StepRun.objects.filter(step="superevent_manager", event=second, status="succeeded").count() == 1
+    superevents.process_event(second.pk)  # the queued task: nothing left to do
+    assert StepRun.objects.filter(step="superevent_manager", event=second).count() == 1
+
+
+def test_when_grouping_at_upload_fails_the_upload_commits_and_the_task_groups_it(manager_tasks_recorded,
+                                                                                monkeypatch):
+    assign_batch = superevents._assign_batch
+
+    def fails_once(*args, **kwargs):
+        monkeypatch.setattr(superevents, "_assign_batch", assign_batch)
+        raise RuntimeError("database trouble during grouping")
+
+    monkeypatch.setattr(superevents, "_assign_batch", fails_once)
+    event = make_event(gpstime=T0)
+    stored = refreshed(event)
+    assert stored.superevent is None and not stored.grouping_done
+    assert not Superevent.objects.exists()
+    assert stored.logs.filter(message__startswith="Event uploaded").exists()  # the upload is whole
+    superevents.process_event(event.pk)
+    assert refreshed(event).superevent.superevent_id == "S190425a"
+
+
+def test_grouping_at_upload_can_be_turned_off(manager_tasks_recorded, settings):
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "GROUP_AT_UPLOAD": False}
+    event = make_event(gpstime=T0)
+    assert refreshed(event).superevent is None and not refreshed(event).grouping_done
+    superevents.process_event(event.pk)
+    assert refreshed(event).superevent.superevent_id == "S190425a"

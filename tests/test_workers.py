@@ -100,7 +100,8 @@ def test_broker_is_the_configured_one():
         assert isinstance(broker, ORM)
 
 
-def test_qcluster_runs_the_superevent_manager(qcluster):
+def test_qcluster_runs_the_superevent_manager(qcluster, settings):
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "GROUP_AT_UPLOAD": False}  # left to the task
     events = [make_event(gpstime=T0 + 30 * (i // 2) + 0.1 * (i % 2)) for i in range(10)]
     # Nothing ran inline: the manager is a queued task.
     wait_for(lambda: not Event.objects.filter(superevent__isnull=True).exists(), "events grouped", qcluster)
