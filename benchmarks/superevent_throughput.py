@@ -26,8 +26,9 @@ start barrier):
   commit, usually in a batch of one. The first ``live_events`` events of
   the workload, so the run stays short.
 - "upload+parse": the workers call ``alerts.events.create_event`` with
-  realistic coinc.xml bytes and TASKS_INLINE on, so the manager runs inline
-  after each upload commits. A small pool of coincs is simulated with
+  realistic coinc.xml bytes and TASKS_INLINE on: each upload is grouped
+  inside its own transaction (GROUP_AT_UPLOAD), and the manager's
+  EVENT_CREATED task runs inline after the commit and finds it done. A small pool of coincs is simulated with
   ligo.skymap's tools (``make_mock_events``) and every upload is a copy of a
   pool document with its event time rewritten (coinc_inspiral and
   sngl_inspiral end times, SNR series epochs) by igwn-ligolw. Simulation
