@@ -1,4 +1,4 @@
-"""Write model rows without Django's SQL compiler, in as few round trips as possible.
+"""Write and read model rows without Django's SQL compiler, in as few round trips as possible.
 
 An upload and the superevent manager write a handful of rows each (the
 event, its coinc.xml File row, logs, step runs, new superevents). Through
@@ -17,6 +17,11 @@ client-side binding uses PostgreSQL's simple query protocol, which takes
 several statements; each still sees the rows the ones before it wrote).
 Other backends, and a PostgreSQL connection set up for server-side binding,
 run them one by one: the same rows, more round trips.
+
+``select_statement`` reads rows back as model instances, with the same
+per-field conversions (JSON, SQLite's dates and booleans) as a queryset, so
+reads can share a round trip too. ``Savepoint`` opens a savepoint with the
+first statements run after it, instead of in a round trip of its own.
 
 Only for plain models: no multi-table inheritance, no signals are sent
 (``bulk_create`` sends none either), no ``save()`` overrides are run.
@@ -72,6 +77,75 @@ def _takes_several_statements(cursor):
     except ImportError:  # psycopg2 also sends one query string, but is not what this project pins
         return False
     return isinstance(cursor.cursor, ClientCursor)
+
+
+class Savepoint:
+    """A savepoint that costs no round trip of its own.
+
+    ``statement()`` is put first in the next ``run``; ``rollback()`` undoes
+    what ran after it, if it was sent. Committing the transaction releases
+    it, so a successful block needs no RELEASE either. For a block whose
+    first database work is a ``run`` (``transaction.atomic`` sends its
+    SAVEPOINT and RELEASE as two extra round trips).
+    """
+
+    def __init__(self, name):
+        self.name = connection.ops.quote_name(name)
+        self.sent = False
+
+    def statement(self):
+        self.sent = True
+        return Statement(f"SAVEPOINT {self.name}", [])
+
+    def rollback(self):
+        """Back to the savepoint (nothing to do if it was never sent)."""
+        if self.sent:
+            with connection.cursor() as cursor:
+                cursor.execute(f"ROLLBACK TO SAVEPOINT {self.name}")
+
+
+def select_statement(model, condition, params, done, alias=None, order_by=None, lock=""):
+    """A `Statement` selecting every concrete column of ``model`` from the rows
+    that match ``condition`` (SQL, with ``alias`` for the table if given);
+    ``done`` receives them as model instances, converted as a queryset would.
+    """
+    meta = model._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    prefix = quote(alias) if alias else table
+    fields = meta.concrete_fields
+    columns = ", ".join(f"{prefix}.{quote(field.column)}" for field in fields)
+    sql = f"SELECT {columns} FROM {table}{' ' + quote(alias) if alias else ''} WHERE {condition}"
+    if order_by:
+        sql += f" ORDER BY {order_by}"
+    sql += lock
+    converters = _converters(model)
+    names = [field.attname for field in fields]
+
+    def finished(rows):
+        instances = []
+        for row in rows:
+            values = list(row)
+            for index, column, chain in converters:
+                for convert in chain:
+                    values[index] = convert(values[index], column, connection)
+            instances.append(model.from_db(connection.alias, names, values))
+        done(instances)
+
+    return Statement(sql, list(params), returns_rows=True, done=finished)
+
+
+def _converters(model):
+    """(index, column, converters) of the fields of ``model`` whose database
+    values need converting (as SQLCompiler.get_converters finds them)."""
+    table = model._meta.db_table
+    found = []
+    for index, field in enumerate(model._meta.concrete_fields):
+        column = field.get_col(table)
+        chain = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if chain:
+            found.append((index, column, chain))
+    return found
 
 
 def reserve_pks(*models):

@@ -36,7 +36,7 @@ from django.utils import timezone
 from alerts import handlers, superevent_rules as rules
 from alerts.handlers import handles
 from alerts.models import Event, Label, StepRun, Superevent, SupereventDayCounter
-from alerts.row_insert import Statement, insert, insert_statement, run as run_statements
+from alerts.row_insert import Savepoint, Statement, insert, insert_statement, run as run_statements, select_statement
 from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME
 from alerts.store import log_many, pending_log
 
@@ -58,6 +58,8 @@ BATCH_SIZE = 200
 # Event windows closer than this are read with one range condition: a
 # backlog in time order costs one, events far apart in time one each.
 SPAN_MERGE_GAP_S = 600.0
+# Savepoint around the grouping an upload does in its own transaction.
+GROUP_AT_UPLOAD_SAVEPOINT = "group_at_upload"
 
 
 def policy():
@@ -82,25 +84,18 @@ def buckets_of(t_start, t_end):
     return range(int(t_start // LOCK_BUCKET_S), int(t_end // LOCK_BUCKET_S) + 1)
 
 
-def lock_time_range(category, t_start, t_end):
-    """Serialise managers whose windows may overlap (PostgreSQL only)."""
-    lock_buckets(category, buckets_of(t_start, t_end))
-
-
-def lock_buckets(category, buckets):
-    """Take the advisory locks of ``buckets`` (PostgreSQL only), in one statement.
+def _lock_statement(category, buckets):
+    """The statement taking the advisory locks of ``buckets`` (PostgreSQL
+    only; None elsewhere or for no buckets).
 
     unnest yields the sorted buckets in order and each row takes its lock in
     turn; every manager locks in ascending order, so there are no deadlocks.
     """
-    if connection.vendor != "postgresql":
-        return
     buckets = sorted(set(buckets))
-    if not buckets:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, bucket) FROM unnest(%s::integer[]) AS bucket",
-                       [LOCK_NAMESPACE[category], buckets])
+    if connection.vendor != "postgresql" or not buckets:
+        return None
+    return Statement("SELECT pg_advisory_xact_lock(%s, bucket) FROM unnest(%s::integer[]) AS bucket",
+                     [LOCK_NAMESPACE[category], buckets])
 
 
 def next_day_index(category, date):
@@ -161,10 +156,11 @@ def group_at_upload(event):
     groups it (or records why it cannot). Returns True if it was grouped.
     """
     started = timezone.now()
+    savepoint = Savepoint(GROUP_AT_UPLOAD_SAVEPOINT)
     try:
-        with transaction.atomic():
-            announcements = _assign_batch(event.category, [event], event.pk, started)
+        announcements = _assign_batch(event.category, [event], event.pk, started, savepoint)
     except Exception as error:
+        savepoint.rollback()
         event.superevent, event.superevent_id, event.grouping_done = None, None, False
         logger.warning("event %s left to the superevent manager's task: grouping at upload failed (%s: %s)",
                        event.pk, type(error).__name__, error, exc_info=True)
@@ -213,7 +209,6 @@ class Slot:
     labels: frozenset = frozenset()
     new: bool = False
     touched: bool = False
-    locked: bool = True  # read FOR UPDATE (joinable); else a neighbour read for clipping
 
 
 @dataclasses.dataclass(eq=False)
@@ -303,11 +298,10 @@ def placeholders(values):
     return ", ".join(["%s"] * len(values))
 
 
-def _assign_batch(category, batch, first_pk, started):
+def _assign_batch(category, batch, first_pk, started, savepoint=None):
     pending = _prepare(batch, first_pk)
     forming = [p for p in pending if p.window is not None]
-    slots = _load_superevents(category, forming) if forming else []
-    labels_of = _load_labels(pending, slots)
+    slots, labels_of = _read_batch(category, pending, forming, savepoint)
     for item in pending:
         item.candidate = dataclasses.replace(item.candidate, labels=frozenset(labels_of[item.event.pk]))
 
@@ -324,7 +318,7 @@ def _assign_batch(category, batch, first_pk, started):
                                            f"{policy()['SUPEREVENT_FAR_THRESHOLD']:.3g} Hz: not grouped"))
             continue
         t_start, t_end = item.window
-        overlapping = [s for s in slots if s.locked and s.superevent.t_start <= t_end
+        overlapping = [s for s in slots if s.superevent.t_start <= t_end
                        and s.superevent.t_end >= t_start]
         if not overlapping:
             superevent = Superevent(category=category, t_start=t_start, t_0=event.gpstime, t_end=t_end,
@@ -402,57 +396,61 @@ def _overlapping(spans):
     return f"({condition})", [bound for start, end in spans for bound in (end, start)]
 
 
-def _load_superevents(category, forming):
-    """Lock the time buckets of the batch, then read the superevents that its
-    events may join (locked, with their events) and their neighbours."""
-    lock_buckets(category, (bucket for item in forming for bucket in buckets_of(*item.window)))
+def _read_batch(category, pending, forming, savepoint=None):
+    """Everything a batch reads, in one round trip: lock the time buckets of
+    its windows, then read the superevents that overlap them (locked), their
+    events and the labels of all these. Returns (slots, {event pk: label
+    names}), each slot's ``labels`` set from its superevent's.
+
+    The statements run in order, so every read happens under the bucket
+    locks; the later ones name "the superevents overlapping the batch" by
+    the locked read's own condition, which under those locks selects the
+    same rows (only the manager moves windows, and it holds the locks).
+
+    These are also all the neighbours that can clip a growing window: a
+    superevent grows only into an event window of the batch, and windows
+    never overlap, so any other superevent that its grown window meets
+    overlaps the batch's windows, or touches its old window at an end it
+    does not grow past, where clipping changes nothing.
+    """
+    table = connection.ops.quote_name(Superevent._meta.db_table)
     spans = _spans([item.window for item in forming])
-    superevents = f"SELECT * FROM {Superevent._meta.db_table} WHERE category = %s AND "
     overlapping, bounds = _overlapping(spans)
-    locked = Superevent.objects.raw(f"{superevents}{overlapping} ORDER BY id{row_lock()}", [category, *bounds])
-    slots = [Slot(superevent, []) for superevent in locked]
-    # Windows grow only into event windows, so the neighbours that can clip
-    # a growing superevent overlap the spans or the superevents read.
-    wider = _spans([tuple(span) for span in spans]
-                   + [(s.superevent.t_start, s.superevent.t_end) for s in slots], gap=0.0)
-    if wider != _spans([tuple(span) for span in spans], gap=0.0):
-        overlapping, bounds = _overlapping(wider)
-        read = [s.superevent.pk for s in slots]
-        exclude = f" AND id NOT IN ({placeholders(read)})" if read else ""
-        neighbours = Superevent.objects.raw(f"{superevents}{overlapping}{exclude} ORDER BY t_0 DESC",
-                                            [category, *bounds, *read])
-        slots.extend(Slot(superevent, [], locked=False) for superevent in neighbours)
-    by_pk = {slot.superevent.pk: slot for slot in slots if slot.locked}
-    if by_pk:
-        for event in Event.objects.raw(f"SELECT * FROM {Event._meta.db_table} WHERE superevent_id IN "
-                                       f"({placeholders(by_pk)}) ORDER BY id DESC", list(by_pk)):
+    joinable = f"SELECT id FROM {table} WHERE category = %s AND {overlapping}"
+    statements = [savepoint.statement() if savepoint else None]
+    slots, events, label_rows = [], [], []
+    if forming:
+        statements.append(_lock_statement(category, (b for item in forming for b in buckets_of(*item.window))))
+        statements.append(select_statement(
+            Superevent, f"category = %s AND {overlapping}", [category, *bounds],
+            lambda rows: slots.extend(Slot(superevent, []) for superevent in rows),
+            order_by="id", lock=row_lock()))
+        statements.append(select_statement(
+            Event, f"superevent_id IN ({joinable})", [category, *bounds], events.extend, order_by="id DESC"))
+    pending_pks = [p.event.pk for p in pending]
+    conditions, params = [f"event_id IN ({placeholders(pending_pks)})"], list(pending_pks)
+    if forming:
+        conditions += [f"event_id IN (SELECT id FROM {connection.ops.quote_name(Event._meta.db_table)} "
+                       f"WHERE superevent_id IN ({joinable}))", f"superevent_id IN ({joinable})"]
+        params += [category, *bounds, category, *bounds]
+    statements.append(Statement(f"SELECT event_id, superevent_id, name FROM {Label._meta.db_table} "
+                                f"WHERE {' OR '.join(conditions)}", params, returns_rows=True,
+                                done=label_rows.extend))
+    run_statements(statements)
+
+    by_pk = {slot.superevent.pk: slot for slot in slots}
+    for event in events:
+        if event.superevent_id in by_pk:
             by_pk[event.superevent_id].events.append(event)
-    return slots
-
-
-def _load_labels(pending, slots):
-    """{event pk: label names} for the batch and the events of the
-    superevents read; each slot's ``labels`` set from the superevents'."""
-    labels_of = defaultdict(set)
-    event_pks = [p.event.pk for p in pending] + [e.pk for slot in slots for e in slot.events]
-    superevent_labels = defaultdict(set)
-    superevent_pks = [slot.superevent.pk for slot in slots if slot.locked]
-    conditions = ([f"event_id IN ({placeholders(event_pks)})"] if event_pks else []) + (
-        [f"superevent_id IN ({placeholders(superevent_pks)})"] if superevent_pks else [])
-    rows = []
-    if conditions:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT event_id, superevent_id, name FROM {Label._meta.db_table} "
-                           f"WHERE {' OR '.join(conditions)}", event_pks + superevent_pks)
-            rows = cursor.fetchall()
-    for event_pk, superevent_pk, name in rows:
+    labels_of, superevent_labels = defaultdict(set), defaultdict(set)
+    for event_pk, superevent_pk, name in label_rows:
         if event_pk is not None:
             labels_of[event_pk].add(name)
         else:
             superevent_labels[superevent_pk].add(name)
     for slot in slots:
         slot.labels = frozenset(superevent_labels.get(slot.superevent.pk, ()))
-    return labels_of
+    return slots, labels_of
 
 
 def _write(category, created, slots, done, logs, started):

@@ -22,9 +22,10 @@ start barrier):
 - "manager live": one event at a time, as uploads arrive when there is no
   backlog: each worker calls ``alerts.events.create_event`` with the
   event's attributes (no coinc.xml) and TASKS_INLINE on, so each event is
-  created in its own transaction and grouped in the next, right after that
-  commit, usually in a batch of one. The first ``live_events`` events of
-  the workload, so the run stays short.
+  created and grouped, as a batch of one, in one transaction
+  (GROUP_AT_UPLOAD). The first ``live_events`` events of the workload, so
+  the run stays short. Held to a stretch goal of the manager's 500/s; the
+  event's creation and its transaction are part of its cost.
 - "upload+parse": the workers call ``alerts.events.create_event`` with
   realistic coinc.xml bytes and TASKS_INLINE on: each upload is grouped
   inside its own transaction (GROUP_AT_UPLOAD), and the manager's
@@ -87,8 +88,11 @@ SOURCE_JITTER_S = 0.5
 #: Simulated coinc.xml documents the uploads are copied from.
 DEFAULT_POOL = 30
 DEFAULT_SEED = 2024
-#: Events per second to reach with TARGET_WORKERS workers.
-TARGETS = {"manager": 500.0, "live": 500.0, "upload": 100.0}
+#: Events per second to reach with TARGET_WORKERS workers (issue 2's targets).
+TARGETS = {"manager": 500.0, "upload": 100.0}
+#: Beyond the targets: the manager's rate, held to events arriving one at a
+#: time, each also created (without parsing) in the same transaction.
+STRETCH_GOALS = {"live": 500.0}
 TARGET_WORKERS = 2
 PATH_TITLES = {"manager": "manager alone", "live": "manager live", "upload": "upload+parse"}
 #: Events of the live run (one at a time costs more than a backlog's batches).
@@ -621,10 +625,13 @@ COLUMNS = ("path", "workers", "events", "superevents", "seconds", "events/s", "t
 def target_text(result):
     if result.workers != TARGET_WORKERS:
         return "-"
-    goal = TARGETS.get(result.path)
-    if goal is None:
-        return "-"
-    return f">={goal:.0f} {'met' if result.rate >= goal else 'MISSED'}"
+    if result.path in TARGETS:
+        goal = TARGETS[result.path]
+        return f">={goal:.0f} {'met' if result.rate >= goal else 'MISSED'}"
+    if result.path in STRETCH_GOALS:
+        goal = STRETCH_GOALS[result.path]
+        return f"stretch >={goal:.0f} {'met' if result.rate >= goal else 'not met'}"
+    return "-"
 
 
 def cpu_text(result):

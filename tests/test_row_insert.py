@@ -118,3 +118,38 @@ def test_reserved_primary_keys_are_new_and_distinct():
     assert again > first and file_pk > 0
     insert([Event(pk=first, graceid="G10", **event_fields())])
     assert Event.objects.get(pk=first).graceid == "G10"
+
+
+def test_selected_rows_are_the_instances_the_orm_reads():
+    """select_statement converts each column as a queryset does (JSON, and
+    SQLite's dates and booleans), so the instances compare field by field."""
+    from alerts.row_insert import run, select_statement
+
+    first = Event.objects.create(graceid="G11", **event_fields())
+    Event.objects.create(graceid="G12", grouping_done=True, **event_fields(extra_attributes={"a": [1, 2]}))
+    read = []
+    run([select_statement(Event, "gpstime = %s", [T0], read.extend, order_by="id")])
+    assert [type(e) for e in read] == [Event, Event] and not read[0]._state.adding
+    assert [model_to_dict(e) for e in read] == [model_to_dict(e) for e in Event.objects.order_by("id")]
+    assert read[0].created == first.created and read[1].grouping_done is True
+
+
+def test_a_savepoint_is_sent_with_the_next_statements_and_rolled_back_to():
+    from django.db import DatabaseError, connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from alerts.row_insert import Savepoint, Statement, insert_statement, run
+
+    with transaction.atomic():
+        kept = Event.objects.create(graceid="G13", **event_fields())
+        untouched = Savepoint("never_sent")
+        untouched.rollback()  # never sent: nothing to undo, no query
+        savepoint = Savepoint("trial")
+        with CaptureQueriesContext(connection) as queries, pytest.raises(DatabaseError):
+            run([savepoint.statement(), insert_statement([Event(graceid="G14", **event_fields())]),
+                 Statement("UPDATE alerts_no_such_table SET x = %s", [1])])
+        if connection.vendor == "postgresql":
+            assert len(queries.captured_queries) == 1  # no round trip of its own
+        savepoint.rollback()
+        Event.objects.create(graceid="G15", **event_fields())  # the transaction works on
+    assert sorted(Event.objects.values_list("graceid", flat=True)) == ["G13", "G15"] and kept.pk

@@ -441,3 +441,29 @@ def test_grouping_at_upload_can_be_turned_off(manager_tasks_recorded, settings):
     assert refreshed(event).superevent is None and not refreshed(event).grouping_done
     superevents.process_event(event.pk)
     assert refreshed(event).superevent.superevent_id == "S190425a"
+
+
+def test_a_database_error_in_grouping_at_upload_undoes_only_the_grouping(manager_tasks_recorded, monkeypatch):
+    """The grouping's savepoint travels with its first reads; a statement
+    failing inside PostgreSQL after the batch wrote is rolled back to it, and
+    the upload still commits whole, with its event pending for the task."""
+    from alerts.models import SupereventDayCounter
+    from alerts.row_insert import Statement
+
+    run, calls = superevents.run_statements, []
+
+    def write_then_fail(statements):
+        calls.append(statements)
+        if len(calls) == 2:  # the batch's writes, after its reads
+            statements = [*statements, Statement("UPDATE alerts_no_such_table SET x = %s", [1])]
+        run(statements)
+
+    monkeypatch.setattr(superevents, "run_statements", write_then_fail)
+    event = make_event(gpstime=T0)
+    assert len(calls) == 2
+    stored = refreshed(event)
+    assert stored.superevent is None and not stored.grouping_done
+    assert not Superevent.objects.exists() and not SupereventDayCounter.objects.exists()
+    assert stored.logs.filter(message__startswith="Event uploaded").exists()
+    superevents.process_event(event.pk)
+    assert refreshed(event).superevent.superevent_id == "S190425a"
