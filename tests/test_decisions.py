@@ -115,3 +115,36 @@ def test_preferred_event_override_when_frozen(superevent, advocate):
     stranger = make_event(gpstime=superevent.t_0 + 1000)
     with pytest.raises(decisions.Refused, match="not an event of"):
         decisions.set_preferred_event(superevent, stranger, user=advocate)
+
+
+def test_api_alerts_roles_dry_run_and_idempotency(superevent, advocate, reader, outbox):
+    from django.core.management import call_command
+    from rest_framework.test import APIClient
+    url = f"/api/superevents/{superevent.superevent_id}/alerts/"
+    assert APIClient().post(url, {"alert_type": "initial"}, format="json").status_code == 401
+    as_reader = APIClient()
+    as_reader.force_authenticate(reader)
+    answer = as_reader.post(url, {"alert_type": "initial"}, format="json")
+    assert answer.status_code == 403 and "error" in answer.json()
+    api = APIClient()
+    api.force_authenticate(advocate)
+    shown = api.post(url, {"alert_type": "initial", "dry_run": True}, format="json")
+    assert shown.status_code == 200 and shown.json()["notice"]["alert_type"] == "INITIAL"
+    bad = api.post(url, {"alert_type": "final"}, format="json")
+    assert bad.status_code == 400 and "alert_type" in bad.json()["error"]
+    first = api.post(url, {"alert_type": "update", "files": ["bayestar.multiorder.fits,1"]}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="k1")
+    assert first.status_code == 201
+    again = api.post(url, {"alert_type": "update", "files": ["bayestar.multiorder.fits,1"]}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="k1")
+    assert again.json() == first.json()
+    assert Notice.objects.filter(superevent=superevent, alert_type="UPDATE").count() == 1
+    with pytest.raises(SystemExit) as refused:
+        call_command("send_alert", superevent.superevent_id, "initial", user="rea")
+    assert refused.value.code == 2
+    call_command("send_alert", superevent.superevent_id, "initial", "--file", "bayestar.multiorder.fits,1",
+                 user="ada")
+    assert Notice.objects.filter(superevent=superevent, alert_type="INITIAL").count() == 1
+    token = __import__("io").StringIO()
+    call_command("add_user", "pip", "--pipeline", stdout=token)
+    assert len(token.getvalue().strip()) == 40

@@ -6,7 +6,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alerts import store
+from alerts import decisions, roles, store
 from alerts.api.serializers import (EventSerializer, EventUploadSerializer, FileSerializer,
                                     FileUploadSerializer, LabelSerializer, LogSerializer,
                                     SupereventSerializer)
@@ -32,6 +32,7 @@ def superevent_or_404(superevent_id):
 
 class EventList(generics.ListAPIView):
     serializer_class = EventSerializer
+    write_role = roles.PIPELINE
 
     def get_queryset(self):
         queryset = Event.objects.select_related("superevent").prefetch_related("labels")
@@ -95,6 +96,8 @@ class OwnerMixin:
 
 
 class FileList(OwnerMixin, APIView):
+    write_role = roles.PIPELINE
+
     def get(self, request, **kwargs):
         files = File.objects.filter(**store.owner_kwargs(self.owner()))
         return Response(FileSerializer(files, many=True).data)
@@ -139,6 +142,8 @@ class FileContent(OwnerMixin, APIView):
 
 
 class LabelList(OwnerMixin, APIView):
+    write_role = roles.ADVOCATE
+
     def get(self, request, **kwargs):
         return Response(sorted(self.owner().label_names()))
 
@@ -147,7 +152,11 @@ class LabelList(OwnerMixin, APIView):
         form = LabelSerializer(data=request.data)
         if not form.is_valid():
             return bad_request("label name must be 1-32 letters, digits or underscores")
-        created = store.add_label(owner, form.validated_data["name"], creator=request.user.get_username())
+        try:
+            created = decisions.add_label(owner, form.validated_data["name"], user=request.user)
+        except decisions.Refused as error:
+            return Response({"error": str(error)}, status=error.status)
+        created = created is not False
         return Response({"name": form.validated_data["name"], "created": created},
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
@@ -155,6 +164,15 @@ class LabelList(OwnerMixin, APIView):
 class LogList(OwnerMixin, generics.ListAPIView):
     serializer_class = LogSerializer
     pagination_class = None
+    write_role = roles.ADVOCATE
+
+    def post(self, request, **kwargs):
+        text = request.data.get("comment", request.data.get("message")) if hasattr(request.data, "get") else None
+        try:
+            entry = decisions.add_comment(self.owner(), text, user=request.user)
+        except decisions.Refused as error:
+            return Response({"error": str(error)}, status=error.status)
+        return Response(LogSerializer(entry).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         return self.owner().logs.select_related("file")
