@@ -148,3 +148,25 @@ def test_api_alerts_roles_dry_run_and_idempotency(superevent, advocate, reader, 
     token = __import__("io").StringIO()
     call_command("add_user", "pip", "--pipeline", stdout=token)
     assert len(token.getvalue().strip()) == 40
+
+
+def test_superevent_list_filters_and_detail_without_a_query_per_row(superevent, advocate,
+                                                                    django_assert_max_num_queries):
+    from rest_framework.test import APIClient
+    api = APIClient()
+    api.force_authenticate(advocate)
+    for i in range(5):
+        make_event(gpstime=superevent.t_0 + 1000 * (i + 1))
+    with django_assert_max_num_queries(12):
+        rows = api.get("/api/superevents/").json()["results"]
+    assert len(rows) == 6
+    waiting = api.get("/api/superevents/?waiting=true").json()["results"]
+    assert [r["superevent_id"] for r in waiting] == [superevent.superevent_id]
+    sent = api.get("/api/superevents/?alert_sent=true&far_max=1e-6&label=ADVREQ").json()["results"]
+    assert [r["superevent_id"] for r in sent] == [superevent.superevent_id]
+    assert api.get("/api/superevents/?t_0_min=abc").status_code == 400
+    with django_assert_max_num_queries(16):
+        detail = api.get(f"/api/superevents/{superevent.superevent_id}/").json()
+    assert detail["preferred_event_data"]["graceid"] == superevent.preferred_event.graceid
+    assert detail["notices"][0]["deliveries"] and any(f["version"] == 1 for f in detail["files"])
+    assert APIClient().get("/api/superevents/").status_code == 401
