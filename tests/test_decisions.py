@@ -170,3 +170,15 @@ def test_superevent_list_filters_and_detail_without_a_query_per_row(superevent, 
     assert detail["preferred_event_data"]["graceid"] == superevent.preferred_event.graceid
     assert detail["notices"][0]["deliveries"] and any(f["version"] == 1 for f in detail["files"])
     assert APIClient().get("/api/superevents/").status_code == 401
+
+
+def test_openapi_schema_and_local_docs(advocate):
+    from rest_framework.test import APIClient
+    api = APIClient()
+    api.force_authenticate(advocate)
+    schema = api.get("/api/schema/?format=json")
+    assert schema.status_code == 200
+    assert "/api/superevents/{superevent_id}/alerts/" in schema.json()["paths"]
+    docs = api.get("/api/docs/")
+    assert docs.status_code == 200 and b"cdn" not in docs.content.lower()
+    assert APIClient().get("/api/schema/").status_code == 401

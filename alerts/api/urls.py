@@ -1,8 +1,11 @@
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from alerts.api import decision_views, views
 
 urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("events/", views.EventList.as_view(), name="event-list"),
     path("events/<str:graceid>/", views.EventDetail.as_view(), name="event-detail"),
     path("events/<str:graceid>/files/", views.FileList.as_view(), name="event-files"),
