@@ -1,8 +1,13 @@
 """Every API error is a JSON body with a one-line ``error`` message."""
+from django.db import DataError
+from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 
 def json_exception_handler(exc, context):
+    if isinstance(exc, DataError):  # e.g. a NUL byte PostgreSQL text cannot hold
+        return Response({"error": "a value in the request cannot be stored (NUL byte or out of range)"},
+                        status=400)
     response = exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "error" not in response.data:
         detail = response.data.get("detail")
