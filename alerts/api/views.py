@@ -1,5 +1,6 @@
 """REST endpoints: pipelines upload events and files; scripts read state,
 add labels and fetch files. Errors are HTTP 400 with ``{"error": ...}``."""
+from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
@@ -11,7 +12,7 @@ from alerts.api.serializers import (EventSerializer, EventUploadSerializer, File
                                     FileUploadSerializer, LabelSerializer, LogSerializer,
                                     SupereventSerializer)
 from alerts.events import (PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, add_event_file,
-                           create_event, reject, validate_file_name)
+                           create_event, reject, validate_file, validate_tags, validate_text)
 from alerts.models import Event, File, Superevent
 
 API_SOURCE = "api"
@@ -113,7 +114,10 @@ class FileList(OwnerMixin, APIView):
                 stored = add_event_file(owner, name, data, tags=tags,
                                         message=form.validated_data.get("comment") or None)
             else:
-                validate_file_name(name)
+                validate_file(name, data)
+                validate_tags(tags)
+                if form.validated_data.get("comment"):
+                    validate_text(form.validated_data["comment"], "comment", settings.MAX_TEXT_CHARS, multiline=True)
                 stored = store.add_file(owner, name, data, tags=tags or [],
                                         message=form.validated_data.get("comment") or None)
         except UploadError as error:
