@@ -248,6 +248,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "alerts": {"handlers": ["console"], "level": os.environ.get("ORCHESTRATOR_LOG_LEVEL", "INFO")},
+        # Errors a client saw as a request id (orchestrator_site.errors).
+        "orchestrator_site": {"handlers": ["console"], "level": "INFO"},
     },
 }
 
@@ -317,10 +319,12 @@ ORCHESTRATOR = {
     "SEARCHES": ["AllSky", "EarlyWarning", "BBH", "SSM", "MDC"],
     # Low-frequency cutoff for BAYESTAR when the upload does not say (Hz).
     "DEFAULT_F_LOW_HZ": 30.0,
-    # p_astro: pipelines whose ranking_data.xml.gz upload triggers it (the
-    # seed's gstlal flow), and pipelines that upload a p_astro.json of their
-    # own (validated and used as is); for any other CBC pipeline it is
-    # computed as soon as the event arrives.
+    # p_astro is computed for every CBC event as soon as it arrives (from its
+    # FAR, SNR and template), so no alert waits for an input that may never
+    # come. Pipelines that upload ranking_data.xml.gz (the replay uploads it
+    # for these) get a newer computed version when it arrives; those that
+    # upload a p_astro.json of their own have it validated and used as is,
+    # in preference to any computed one (products.p_astro_file).
     "PASTRO_FROM_RANKING_DATA": ["gstlal"],
     "PIPELINES_WITH_OWN_PASTRO": [],
     # Transient failures (I/O, memory) of an annotation step are retried.
