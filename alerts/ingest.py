@@ -136,7 +136,8 @@ def apply_message(message):
     if not isinstance(uid, str) or not uid:
         raise MessageError("message has no 'uid'")
     if len(uid) > UID_MAX_CHARS or not PLAIN_ID.match(uid):
-        raise MessageError(f"uid must be 1-{UID_MAX_CHARS} letters, digits, '_' or '-', got {quoted(uid)}")
+        named = uid if uid.isprintable() and len(uid) <= 100 else quoted(uid)
+        raise MessageError(f"{named}: uid must be 1-{UID_MAX_CHARS} letters, digits, '_' or '-'")
     data = message.get("data") or {}
     obj = message.get("object") or {}
     if not isinstance(data, dict) or not isinstance(obj, dict):

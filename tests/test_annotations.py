@@ -172,12 +172,12 @@ def test_localize_command_disables_a_detector(mock_events, bayestar_calls):
     assert len(bayestar_calls) == 3
 
 
-def test_gstlal_p_astro_waits_for_ranking_data(mock_events, cached_localization, monkeypatch):
+def test_gstlal_p_astro_does_not_wait_for_ranking_data(mock_events, cached_localization, monkeypatch):
     monkeypatch.setattr(localization, "localize", lambda *a, **k: cached_localization)
     event = upload(mock_events[BNS_INDEX], pipeline="gstlal")
-    assert "PASTRO_READY" not in event.label_names()
-    add_event_file(event, RANKING_DATA_FILENAME, gzip.compress(b"<LIGO_LW/>"))
     assert "PASTRO_READY" in event.label_names()
+    add_event_file(event, RANKING_DATA_FILENAME, gzip.compress(b"<LIGO_LW/>"))
+    assert latest_file(event, "gstlal.p_astro.json").version == 2
     assert set(json.loads(latest_file(event, "gstlal.p_astro.json").read())) == set(pastro.CATEGORIES)
 
 
@@ -318,16 +318,17 @@ def test_pipeline_p_astro_arriving_after_the_computed_one_wins():
 
 
 def test_computed_p_astro_never_overrides_the_pipelines_own():
-    """gstlal's p_astro.json comes before its ranking data: the computation
-    the ranking data triggers is skipped, the upload stays in use."""
+    """gstlal's p_astro.json comes after the one computed at once and before
+    its ranking data: the computation the ranking data triggers is skipped,
+    the upload stays in use."""
     event = make_event(pipeline="gstlal")
     add_event_file(event, "gstlal.p_astro.json", json.dumps(OWN_P_ASTRO).encode())
     add_event_file(event, RANKING_DATA_FILENAME, gzip.compress(b"<LIGO_LW/>"))
-    assert step_runs(event, "p_astro") == [("skipped", 1)]
-    assert "gstlal.p_astro.json,1 uploaded by gstlal is used as is" in StepRun.objects.get(
-        event=event, step="p_astro").error
-    assert any(m.startswith("p_astro skipped: gstlal.p_astro.json,1") for m in messages(event))
-    assert versions(event, "gstlal.p_astro.json") == [1]
+    assert sorted(step_runs(event, "p_astro")) == [("skipped", 1), ("succeeded", 1)]
+    assert "gstlal.p_astro.json,2 uploaded by gstlal is used as is" in StepRun.objects.get(
+        event=event, step="p_astro", status="skipped").error
+    assert any(m.startswith("p_astro skipped: gstlal.p_astro.json,2") for m in messages(event))
+    assert versions(event, "gstlal.p_astro.json") == [1, 2]
     assert products.classification(event) == OWN_P_ASTRO
 
 
