@@ -23,6 +23,7 @@ test: install
 # The three benchmark commands in turn (README.md, "Benchmarks"): the first
 # two need PostgreSQL, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator
 # (REDIS_URL set: the latency benchmark uses Redis); BAYESTAR takes minutes.
+benchmark: export ORCHESTRATOR_DEV ?= 1
 benchmark: install
 	$(PY) manage.py benchmark_superevents
 	$(PY) manage.py benchmark_alert_latency

@@ -12,8 +12,8 @@ Triggers:
   carries PSDs); Burst events bring their own ``<pipeline>.multiorder.fits``,
   which is summarised and plotted the same way;
 - source classification: the new CBC event (template masses, spins, SNR);
-- p_astro: ``ranking_data.xml.gz`` added for the pipelines that upload one
-  (the seed), the new event for the others; a ``<pipeline>.p_astro.json``
+- p_astro: the new CBC event, at once, from what it carries; again (a newer
+  version) when ``ranking_data.xml.gz`` is added; a ``<pipeline>.p_astro.json``
   uploaded by the pipeline is validated and used as is.
 
 BAYESTAR runs once per event and input: an automatic trigger whose inputs
@@ -48,7 +48,7 @@ from django.db import transaction
 
 from alerts import handlers, products, workers
 from alerts.handlers import handles
-from alerts.models import Event, File, Log, SkymapSummary
+from alerts.models import Event, File, Log, SkymapSummary, StepRun
 from alerts.science import em_bright, localization, pastro, plots
 from alerts.steps import StepSkipped, record_step
 from alerts.store import add_file, add_label, latest_file, log
@@ -329,14 +329,40 @@ def template_of(event):
 
 @handles(handlers.EVENT_CREATED)
 def pastro_for_new_event(event_pk):
-    """Pipelines without ranking data or a p_astro of their own: compute now."""
+    """Every CBC event gets a p_astro at once from what it carries (FAR, SNR,
+    template), so no alert waits for a ranking_data.xml.gz or a p_astro.json
+    that may never come. A later one replaces it: the ranking-data one as a
+    newer computed version, the pipeline's own upload by precedence
+    (``products.p_astro_file``)."""
     event = Event.objects.get(pk=event_pk)
     if event.group != "CBC":
         return
-    pipeline = event.pipeline
-    if pipeline in policy()["PASTRO_FROM_RANKING_DATA"] or pipeline in policy()["PIPELINES_WITH_OWN_PASTRO"]:
-        return
     compute_pastro(event_pk)
+
+
+def expected_annotations(event):
+    """READY labels of ``event`` that an alert may wait for: those already
+    there, and those whose input is there or on its way. A sky map is on its
+    way when the coinc.xml carries PSDs, a psd.xml.gz (or, for Burst, the
+    pipeline's sky map) is stored, or a BAYESTAR step is running; p_astro and
+    source classification are computed at once for every CBC event. What is
+    neither there nor announced is not waited for."""
+    needed = policy()["COMPLETE_ANNOTATIONS"].get(event.group, [])
+    labels = event.label_names()
+    expected = []
+    for name in needed:
+        if name in labels or name != SKYMAP_READY or skymap_on_its_way(event):
+            expected.append(name)
+    return expected
+
+
+def skymap_on_its_way(event):
+    if event.group == "CBC" and event.extra_attributes.get("has_psd"):
+        return True
+    names = set(event.files.values_list("name", flat=True))
+    if PSD in names or any(name.endswith(MULTIORDER_SUFFIX) for name in names):
+        return True
+    return event.step_runs.filter(step="bayestar", status=StepRun.Status.RUNNING).exists()
 
 
 def compute_pastro(event_pk, attempt=1):

@@ -35,11 +35,13 @@ MAX_FILE_NAME_CHARS = 128
 # Tags given to files by name when the uploader gives none.
 DEFAULT_TAGS = {PSD_FILENAME: ["psd"], RANKING_DATA_FILENAME: ["ranking_data"], COINC_FILENAME: ["coinc"]}
 # Label names the store accepts (Label.name's max_length; the API's LabelSerializer).
-LABEL_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")
 # Detector prefixes as LAL and GraceDB write them (H1, L1, V1, K1 ...).
-INSTRUMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]$")
+INSTRUMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]\Z")
 # Event.instruments' max_length.
 MAX_INSTRUMENTS_CHARS = 64
+# Event and superevent ids given by a client (ingest): no '/', '..', NUL or control characters.
+PLAIN_ID = re.compile(r"^[A-Za-z0-9_-]+\Z")
 # How much of an odd value an error message quotes.
 QUOTED_VALUE_CHARS = 40
 
@@ -52,12 +54,60 @@ def policy():
     return settings.ORCHESTRATOR
 
 
+def safe_excerpt(value, limit=REJECTION_EXCERPT_CHARS):
+    """``value`` (text or bytes) as printable text: control characters and
+    undecodable bytes escaped (PostgreSQL text refuses NUL), cut to ``limit``."""
+    if isinstance(value, bytes):
+        value = value[:limit].decode("utf-8", "backslashreplace")
+    text = str(value)[:limit]
+    return "".join(char if char.isprintable() or char in "\n\t" else ascii(char)[1:-1] for char in text)[:limit]
+
+
 def reject(source, reason, excerpt=b""):
-    """Record refused input so that nothing disappears silently."""
-    if isinstance(excerpt, bytes):
-        excerpt = excerpt[:REJECTION_EXCERPT_CHARS].decode("utf-8", "replace")
-    Rejection.objects.create(source=source, reason=str(reason), excerpt=str(excerpt)[:REJECTION_EXCERPT_CHARS])
+    """Record refused input so that nothing disappears silently (binary
+    input too: the excerpt is escaped, see `safe_excerpt`)."""
+    reason = safe_excerpt(reason, 2000)
+    Rejection.objects.create(source=source, reason=reason, excerpt=safe_excerpt(excerpt))
     logger.warning("rejected %s input: %s", source, reason)
+
+
+def validate_text(value, what, max_chars=None, multiline=False):
+    """A text field (tag, comment, name): a string of printable characters
+    (new lines and tabs too if ``multiline``), at most ``max_chars``."""
+    max_chars = max_chars or settings.MAX_FIELD_CHARS
+    if not isinstance(value, str):
+        raise UploadError(f"{what} must be text, got {quoted(value)}")
+    if len(value) > max_chars:
+        raise UploadError(f"{what} is longer than {max_chars} characters ({len(value)})")
+    allowed = "\n\t" if multiline else ""
+    if not all(char.isprintable() or char in allowed for char in value):
+        raise UploadError(f"{what} holds control characters: {quoted(value)}")
+    return value
+
+
+def validate_tags(tags):
+    """Tag names: a list of short printable names, at most MAX_LABELS of them."""
+    if tags is None:
+        return None
+    if not isinstance(tags, (list, tuple)):
+        raise UploadError(f"tags must be a list of names, got {quoted(tags)}")
+    if len(tags) > settings.MAX_LABELS:
+        raise UploadError(f"too many tags ({len(tags)}; at most {settings.MAX_LABELS})")
+    for tag in tags:
+        validate_text(tag, "tag name")
+        if "," in tag or not tag.strip():
+            raise UploadError(f"tag name must be a non-empty name without ',', got {quoted(tag)}")
+    return list(tags)
+
+
+def validate_gpstime(value):
+    """A GPS time inside settings.GPS_TIME_RANGE (after the GPS epoch, before 2100)."""
+    gpstime = finite_number(value, "gpstime")
+    low, high = settings.GPS_TIME_RANGE
+    if not low < gpstime < high:
+        raise UploadError(f"gpstime {gpstime} is outside the accepted range ({low:.0f}, {high:.0f}): "
+                          "after the GPS epoch and before 2100")
+    return gpstime
 
 
 def validate_origin(group, pipeline, search):
@@ -119,6 +169,8 @@ def validate_labels(labels):
     """Label names given with a new event (e.g. an ingested GraceDB object)."""
     if not isinstance(labels, (list, tuple, set, frozenset)):
         raise UploadError(f"labels must be a list of label names, got {quoted(labels)}")
+    if len(labels) > settings.MAX_LABELS:
+        raise UploadError(f"too many labels ({len(labels)}; at most {settings.MAX_LABELS})")
     for name in labels:
         if not isinstance(name, str) or not LABEL_NAME.match(name):
             raise UploadError(f"label name must be 1-32 letters, digits or underscores, got {quoted(name)}")
@@ -170,6 +222,10 @@ def validate_file_name(name):
 def validate_file(name, data):
     """Check files whose format the orchestrator relies on."""
     validate_file_name(name)
+    if not isinstance(data, bytes):
+        raise UploadError(f"{name}: file content must be bytes")
+    if len(data) > settings.MAX_FILE_BYTES:
+        raise UploadError(f"{name} is larger than {settings.MAX_FILE_BYTES} bytes ({len(data)})")
     try:
         if name == PSD_FILENAME:
             parse_psd(data)
@@ -191,11 +247,15 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
     category = category_for(search, category)
     labels = validate_labels(labels)
     graceid_chars = Event._meta.get_field("graceid").max_length
-    if graceid is not None and (not isinstance(graceid, str) or not 0 < len(graceid) <= graceid_chars):
-        raise UploadError(f"event id must be 1-{graceid_chars} characters, got {quoted(graceid)}")
+    if graceid is not None and (not isinstance(graceid, str) or not 0 < len(graceid) <= graceid_chars
+                                or not PLAIN_ID.match(graceid)):
+        raise UploadError(f"event id must be 1-{graceid_chars} letters, digits, '_' or '-', got {quoted(graceid)}")
     if coinc is not None:
         try:
+            if len(coinc) > settings.MAX_FILE_BYTES:
+                raise UploadError(f"larger than {settings.MAX_FILE_BYTES} bytes ({len(coinc)})")
             fields = attributes_from_coinc(parse_coinc(coinc))
+            fields["gpstime"] = validate_gpstime(fields["gpstime"])
             fields["instruments"] = validate_instruments(fields["instruments"])
             fields["extra_attributes"] = validate_extra_attributes(fields["extra_attributes"])
         except (CoincError, UploadError) as error:
@@ -272,6 +332,9 @@ def write_new_event(event, graceid, coinc, message):
 def add_event_file(event, name, data, tags=None, message=None):
     """A later upload to an existing event (e.g. psd.xml.gz after coinc.xml)."""
     validate_file(name, data)
+    tags = validate_tags(tags)
+    if message is not None:
+        validate_text(message, "comment", settings.MAX_TEXT_CHARS, multiline=True)
     return add_file(event, name, data, tags=DEFAULT_TAGS.get(name, []) if tags is None else tags,
                     message=message)
 
@@ -288,7 +351,7 @@ def validate_attributes(attributes):
             raise UploadError(f"event attributes lack {key!r}")
     snr = attributes.get("snr")
     return {
-        "gpstime": finite_number(attributes["gpstime"], "gpstime"),
+        "gpstime": validate_gpstime(attributes["gpstime"]),
         "far": finite_number(attributes["far"], "FAR", non_negative=True),
         "snr": None if snr is None else finite_number(snr, "SNR", non_negative=True),
         "instruments": validate_instruments(attributes.get("instruments") or []),

@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from alerts.events import LABEL_NAME, UploadError, add_event_file, create_event, finite_number, quoted, reject
+from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, validate_tags, validate_text, add_event_file, create_event, finite_number, quoted, reject)
 from alerts.models import Category, Event, Superevent
 from alerts.science.coinc import chirp_mass
 from alerts.store import add_label, log, remove_label
@@ -32,6 +32,8 @@ INGEST_SOURCE = "ingest"
 SINGLE_INSPIRAL, COINC_INSPIRAL, MULTI_BURST = "SingleInspiral", "CoincInspiral", "MultiBurst"
 # GraceDB splits times into seconds and nanoseconds.
 NS_PER_S = 1e9
+# Event.graceid's and Superevent.superevent_id's max_length.
+UID_MAX_CHARS = 32
 
 
 class MessageError(ValueError):
@@ -133,6 +135,9 @@ def apply_message(message):
     uid, alert_type = message.get("uid"), message.get("alert_type")
     if not isinstance(uid, str) or not uid:
         raise MessageError("message has no 'uid'")
+    if len(uid) > UID_MAX_CHARS or not PLAIN_ID.match(uid):
+        named = uid if uid.isprintable() and len(uid) <= 100 else quoted(uid)
+        raise MessageError(f"{named}: uid must be 1-{UID_MAX_CHARS} letters, digits, '_' or '-'")
     data = message.get("data") or {}
     obj = message.get("object") or {}
     if not isinstance(data, dict) or not isinstance(obj, dict):
@@ -323,8 +328,13 @@ def apply_log(owner, uid, data):
         raise MessageError(f"{uid}: log comment must be text, got {quoted(comment)}")
     if not isinstance(tag_names, list) or not all(isinstance(tag, str) for tag in tag_names):
         raise MessageError(f"{uid}: tag_names must be a list of strings, got {quoted(tag_names)}")
+    try:
+        validate_text(comment, "log comment", settings.MAX_TEXT_CHARS, multiline=True)
+        validate_tags(tag_names)
+    except UploadError as error:
+        raise MessageError(f"{uid}: {error}") from None
     if filename and (not isinstance(filename, str) or Path(filename).name != filename
-                     or filename in {".", ".."}):
+                     or filename in {".", ".."} or not filename.isprintable()):
         raise MessageError(f"{uid}: announced file name must be a plain file name, got {filename!r}")
     key = f"log:{data.get('N', '')}:{filename}:{data.get('file_version', '')}:{comment}"[:128]
     if owner.logs.filter(external_key=key).exists():

@@ -103,7 +103,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from alerts import circulars, delivery, detchar_task, handlers, products, workers
+from alerts import annotations, circulars, delivery, detchar_task, handlers, products, workers
 from alerts import superevent_rules as rules
 from alerts.handlers import handles
 from alerts.models import Category, Event, Log, Notice, Superevent
@@ -276,7 +276,7 @@ def resume_vetting(now=None):
 
 
 def missing_annotations(event):
-    needed = policy()["COMPLETE_ANNOTATIONS"].get(event.group, [])
+    needed = annotations.expected_annotations(event)
     labels = event.label_names()
     return [name for name in needed if name not in labels]
 

@@ -6,6 +6,9 @@ file and django-q2's ORM broker. Every policy number of the orchestrator
 lives in the single ``ORCHESTRATOR`` block at the end of this file.
 """
 import os
+import secrets
+import sys
+import time
 from pathlib import Path
 
 import dj_database_url
@@ -32,11 +35,54 @@ def env_float(name, default):
     return default if value in (None, "") else float(value)
 
 
-SECRET_KEY = os.environ.get(
-    "DJANGO_SECRET_KEY", "insecure-development-key-change-me-in-deployments"
-)
-DEBUG = env_bool("DJANGO_DEBUG", True)
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",")
+# Safe by default: DEBUG off, no built-in key, only localhost served.
+# A development run (ORCHESTRATOR_DEV=1: scripts/demo.sh, scripts/test.sh,
+# the tests) gets a random key made once and kept in var/secret_key; any
+# other run refuses to start without DJANGO_SECRET_KEY.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+DEV_MODE = env_bool("ORCHESTRATOR_DEV") or "pytest" in sys.modules
+
+
+def dev_secret_key():
+    """The development key: var/secret_key, written once (owner-only)."""
+    path = VAR_DIR / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another process may be writing it right now
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.01)
+        raise ImproperlyConfigured(f"{path} is empty: remove it or set DJANGO_SECRET_KEY")
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not (DEV_MODE or DEBUG):
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set (set it, or ORCHESTRATOR_DEV=1 for a development run)")
+    SECRET_KEY = dev_secret_key()
+ALLOWED_HOSTS = [host for host in os.environ.get(
+    "DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if host]
+
+# Served over HTTPS (DJANGO_HTTPS=1, behind a proxy that sets
+# X-Forwarded-Proto): cookies only over HTTPS, HSTS, redirect plain HTTP.
+HTTPS = env_bool("DJANGO_HTTPS")
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(env_float("DJANGO_HSTS_SECONDS", 31536000))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     # alerts comes first so that its qcluster command (django-q2's cluster
@@ -57,6 +103,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "orchestrator_site.errors.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,6 +181,16 @@ STORAGE_ORPHAN_GRACE_S = env_float("ORCHESTRATOR_STORAGE_ORPHAN_GRACE_S", 3600.0
 # Notices written by the outbox transport (ORCHESTRATOR["NOTICE_DESTINATIONS"]).
 OUTBOX_DIR = Path(os.environ.get("ORCHESTRATOR_OUTBOX_DIR", VAR_DIR / "outbox"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
+# Limits on what a client may send (hostile input gets a 400, README
+# "Hostile input"): bytes of one uploaded or ingested file, characters of one
+# text field (tag, label, comment, name), labels or tags in one request.
+# GPS times are accepted from the GPS epoch (1980-01-06, GPS 0, exclusive) to
+# 2100-01-01 (GPS 3786480018), the orchestrator's lifetime with room to spare.
+MAX_FILE_BYTES = int(env_float("ORCHESTRATOR_MAX_FILE_BYTES", 64 * 1024 * 1024))
+MAX_FIELD_CHARS = int(env_float("ORCHESTRATOR_MAX_FIELD_CHARS", 200))
+MAX_TEXT_CHARS = int(env_float("ORCHESTRATOR_MAX_TEXT_CHARS", 20000))
+MAX_LABELS = int(env_float("ORCHESTRATOR_MAX_LABELS", 50))
+GPS_TIME_RANGE = (0.0, 3786480018.0)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
 
 # --- REST API -------------------------------------------------------------
@@ -207,6 +264,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "alerts": {"handlers": ["console"], "level": os.environ.get("ORCHESTRATOR_LOG_LEVEL", "INFO")},
+        # Errors a client saw as a request id (orchestrator_site.errors).
+        "orchestrator_site": {"handlers": ["console"], "level": "INFO"},
     },
 }
 
@@ -276,10 +335,12 @@ ORCHESTRATOR = {
     "SEARCHES": ["AllSky", "EarlyWarning", "BBH", "SSM", "MDC"],
     # Low-frequency cutoff for BAYESTAR when the upload does not say (Hz).
     "DEFAULT_F_LOW_HZ": 30.0,
-    # p_astro: pipelines whose ranking_data.xml.gz upload triggers it (the
-    # seed's gstlal flow), and pipelines that upload a p_astro.json of their
-    # own (validated and used as is); for any other CBC pipeline it is
-    # computed as soon as the event arrives.
+    # p_astro is computed for every CBC event as soon as it arrives (from its
+    # FAR, SNR and template), so no alert waits for an input that may never
+    # come. Pipelines that upload ranking_data.xml.gz (the replay uploads it
+    # for these) get a newer computed version when it arrives; those that
+    # upload a p_astro.json of their own have it validated and used as is,
+    # in preference to any computed one (products.p_astro_file).
     "PASTRO_FROM_RANKING_DATA": ["gstlal"],
     "PIPELINES_WITH_OWN_PASTRO": [],
     # Transient failures (I/O, memory) of an annotation step are retried.

@@ -10,3 +10,8 @@ urlpatterns = [
     path("api/", include("alerts.api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+handler400 = "orchestrator_site.errors.bad_request"
+handler403 = "orchestrator_site.errors.permission_denied"
+handler404 = "orchestrator_site.errors.not_found"
+handler500 = "orchestrator_site.errors.server_error"

@@ -2,6 +2,8 @@
 # Bring up the whole orchestrator on this machine: database, web server,
 # worker cluster, and a replay of mock events. Ctrl-C stops everything.
 set -euo pipefail
+# A development run on this machine: a generated key (var/secret_key), debug pages.
+export ORCHESTRATOR_DEV=${ORCHESTRATOR_DEV:-1} DJANGO_DEBUG=${DJANGO_DEBUG:-1}
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT=${PORT:-8000}

@@ -6,6 +6,8 @@ whichever broker the settings select and never skip.
 """
 import os
 
+os.environ.setdefault("ORCHESTRATOR_DEV", "1")  # worker processes the tests start: a generated key
+
 import pytest
 from django.db import connection
 

@@ -172,12 +172,12 @@ def test_localize_command_disables_a_detector(mock_events, bayestar_calls):
     assert len(bayestar_calls) == 3
 
 
-def test_gstlal_p_astro_waits_for_ranking_data(mock_events, cached_localization, monkeypatch):
+def test_gstlal_p_astro_does_not_wait_for_ranking_data(mock_events, cached_localization, monkeypatch):
     monkeypatch.setattr(localization, "localize", lambda *a, **k: cached_localization)
     event = upload(mock_events[BNS_INDEX], pipeline="gstlal")
-    assert "PASTRO_READY" not in event.label_names()
-    add_event_file(event, RANKING_DATA_FILENAME, gzip.compress(b"<LIGO_LW/>"))
     assert "PASTRO_READY" in event.label_names()
+    add_event_file(event, RANKING_DATA_FILENAME, gzip.compress(b"<LIGO_LW/>"))
+    assert latest_file(event, "gstlal.p_astro.json").version == 2
     assert set(json.loads(latest_file(event, "gstlal.p_astro.json").read())) == set(pastro.CATEGORIES)
 
 
@@ -230,24 +230,44 @@ def test_burst_pipeline_sky_map_is_summarised_and_plotted(cached_localization):
 
 
 def test_pipeline_p_astro_is_validated_and_used_as_is(settings):
-    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "PIPELINES_WITH_OWN_PASTRO": ["mbta"]}
     event = make_event(pipeline="mbta", extra_attributes={"mass1": 1.4, "mass2": 1.3})
-    assert "PASTRO_READY" not in event.label_names()  # mbta brings its own
+    computed = latest_file(event, "mbta.p_astro.json")
+    assert "computed" in computed.tags and "PASTRO_READY" in event.label_names()  # at once, not waited for
     own = {"BNS": 0.9, "NSBH": 0.05, "BBH": 0.0, "Terrestrial": 0.05}
     add_event_file(event, "mbta.p_astro.json", json.dumps(own).encode())
-    assert "PASTRO_READY" in event.label_names()
     assert json.loads(latest_file(event, "mbta.p_astro.json").read()) == own
-
     assert products.p_astro_file(event) == latest_file(event, "mbta.p_astro.json")
-    assert not StepRun.objects.filter(event=event, step="p_astro").exists()
+    assert products.classification(event) == own
 
     broken = make_event(gpstime=event.gpstime + 100, pipeline="mbta", extra_attributes={"mass1": 1.4, "mass2": 1.3})
     add_event_file(broken, "mbta.p_astro.json", b'{"BNS": 2.0}')
-    assert "PASTRO_READY" not in broken.label_names()
     run = StepRun.objects.get(event=broken, step="pipeline_p_astro")
     assert run.status == "failed" and "keys must be" in run.error
-    assert products.p_astro_file(broken) is None and products.classification(broken) is None
+    assert "computed" in products.p_astro_file(broken).tags  # the broken upload is never used
     assert any(m.startswith("pipeline_p_astro failed: p_astro.json keys must be") for m in messages(broken))
+
+
+def test_gstlal_gets_p_astro_at_once_and_ranking_data_replaces_it():
+    event = make_event(pipeline="gstlal", extra_attributes={"mass1": 1.4, "mass2": 1.3})
+    first = products.p_astro_file(event)
+    assert first.version == 1 and "PASTRO_READY" in event.label_names()
+    add_event_file(event, RANKING_DATA_FILENAME, gzip.compress(b"<LIGO_LW/>"))
+    later = products.p_astro_file(event)
+    assert later.name == first.name and later.version == 2
+
+
+def test_expected_annotations_only_what_is_there_or_on_its_way():
+    needed = ["SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"]
+    event = make_event(pipeline="gstlal", extra_attributes={"mass1": 1.4, "mass2": 1.3})
+    assert annotations.expected_annotations(event) == ["EMBRIGHT_READY", "PASTRO_READY"]  # no PSD, no BAYESTAR
+    run = StepRun.objects.create(event=event, step="bayestar", started=event.created)
+    assert annotations.expected_annotations(event) == needed  # BAYESTAR running
+    run.delete()
+    add_file(event, PSD_FILENAME, b"announced psd", tags=["psd"], announce=False)
+    assert annotations.expected_annotations(event) == needed
+    with_psd = make_event(gpstime=event.gpstime + 100, pipeline="gstlal",
+                          extra_attributes={"mass1": 1.4, "mass2": 1.3, "has_psd": True})
+    assert annotations.expected_annotations(with_psd) == needed
 
 
 def test_sky_maps_alerts_wait_for_go_first(monkeypatch):
@@ -298,16 +318,17 @@ def test_pipeline_p_astro_arriving_after_the_computed_one_wins():
 
 
 def test_computed_p_astro_never_overrides_the_pipelines_own():
-    """gstlal's p_astro.json comes before its ranking data: the computation
-    the ranking data triggers is skipped, the upload stays in use."""
+    """gstlal's p_astro.json comes after the one computed at once and before
+    its ranking data: the computation the ranking data triggers is skipped,
+    the upload stays in use."""
     event = make_event(pipeline="gstlal")
     add_event_file(event, "gstlal.p_astro.json", json.dumps(OWN_P_ASTRO).encode())
     add_event_file(event, RANKING_DATA_FILENAME, gzip.compress(b"<LIGO_LW/>"))
-    assert step_runs(event, "p_astro") == [("skipped", 1)]
-    assert "gstlal.p_astro.json,1 uploaded by gstlal is used as is" in StepRun.objects.get(
-        event=event, step="p_astro").error
-    assert any(m.startswith("p_astro skipped: gstlal.p_astro.json,1") for m in messages(event))
-    assert versions(event, "gstlal.p_astro.json") == [1]
+    assert sorted(step_runs(event, "p_astro")) == [("skipped", 1), ("succeeded", 1)]
+    assert "gstlal.p_astro.json,2 uploaded by gstlal is used as is" in StepRun.objects.get(
+        event=event, step="p_astro", status="skipped").error
+    assert any(m.startswith("p_astro skipped: gstlal.p_astro.json,2") for m in messages(event))
+    assert versions(event, "gstlal.p_astro.json") == [1, 2]
     assert products.classification(event) == OWN_P_ASTRO
 
 
@@ -317,9 +338,10 @@ def test_upload_stored_but_not_yet_validated_still_stops_the_computation():
     validated, and not before."""
     event = make_event(pipeline="gstlal")
     upload_file = add_file(event, "gstlal.p_astro.json", json.dumps(OWN_P_ASTRO).encode(), announce=False)
+    computed = products.p_astro_file(event)  # the one computed at once
     annotations.compute_pastro(event.pk)
-    assert step_runs(event, "p_astro") == [("skipped", 1)]
-    assert products.p_astro_file(event) is None  # not validated yet
+    assert sorted(step_runs(event, "p_astro")) == [("skipped", 1), ("succeeded", 1)]
+    assert products.p_astro_file(event) == computed  # the upload is not validated yet
     annotations.accept_pipeline_pastro_task(event.pk, upload_file.pk)
     assert products.p_astro_file(event) == upload_file
     assert "PASTRO_READY" in event.label_names()

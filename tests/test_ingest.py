@@ -365,7 +365,7 @@ def test_odd_values_in_messages_are_rejected_without_stopping_the_stream(tmp_pat
         (new("G330115", extra_attributes=extra_with("SingleInspiral", mass1="heavy")), "G330115", "mass1"),
         (new("G330116", extra_attributes=extra_with("SingleInspiral", mass2=0.0)), "G330116", "positive"),
         (new("G330117", extra_attributes={"MultiBurst": "wide"}), "G330117", "MultiBurst must be an object"),
-        (new(long_uid), long_uid, "event id must be 1-32 characters"),
+        (new(long_uid), long_uid, "uid must be 1-32"),
         (log_message("G330100", 3, {"text": "not a string"}, obj=obj), "G330100", "comment must be text"),
         (log_message("G330100", 4, "tagged", tags="psd", obj=obj), "G330100", "tag_names must be a list"),
     ]

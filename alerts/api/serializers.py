@@ -119,7 +119,7 @@ class FileUploadSerializer(serializers.Serializer):
 
 
 class LabelSerializer(serializers.Serializer):
-    name = serializers.RegexField(r"^[A-Za-z0-9_]{1,32}$")
+    name = serializers.RegexField(r"^[A-Za-z0-9_]{1,32}\Z")
 
 
 def _event_brief(event):

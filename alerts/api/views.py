@@ -1,5 +1,7 @@
 """REST endpoints: pipelines upload events and files; scripts read state,
 add labels and fetch files. Errors are HTTP 400 with ``{"error": ...}``."""
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, status
@@ -12,9 +14,8 @@ from alerts.api.serializers import (EventSerializer, EventUploadSerializer, File
                                     SupereventDetailSerializer, SupereventRowSerializer,
                                     SupereventSerializer)
 from alerts.events import (PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, add_event_file,
-                           create_event, reject, validate_file_name)
-from django.db.models import Exists, OuterRef, Prefetch
-
+                           create_event, reject, validate_file, validate_file_name, validate_tags,
+                           validate_text)
 from alerts.models import Event, File, Label, Notice, Superevent
 from alerts.vocabulary import ADVREQ, MULTIORDER_SUFFIX, VERDICT_LABELS
 
@@ -165,7 +166,10 @@ class FileList(OwnerMixin, APIView):
                 stored = add_event_file(owner, name, data, tags=tags,
                                         message=form.validated_data.get("comment") or None)
             else:
-                validate_file_name(name)
+                validate_file(name, data)
+                validate_tags(tags)
+                if form.validated_data.get("comment"):
+                    validate_text(form.validated_data["comment"], "comment", settings.MAX_TEXT_CHARS, multiline=True)
                 stored = store.add_file(owner, name, data, tags=tags or [],
                                         message=form.validated_data.get("comment") or None)
         except UploadError as error:
