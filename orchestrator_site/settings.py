@@ -162,6 +162,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 Q_QUEUE_NAME = os.environ.get("Q_QUEUE_NAME", "orchestrator")
 SLOW_QUEUE_SUFFIX = "-slow"
 Q_SLOW_WORKERS = int(os.environ.get("Q_SLOW_WORKERS", "1"))
+# On SIGTERM/SIGINT, how long running tasks may finish before their workers
+# are killed (their tasks run again at the next start); keeps a stop under 10 s.
+Q_STOP_GRACE_S = env_float("Q_STOP_GRACE_S", 3.0)
 Q_CLUSTER = {
     "name": Q_QUEUE_NAME,
     "ALT_CLUSTERS": {Q_QUEUE_NAME + SLOW_QUEUE_SUFFIX: {"workers": max(Q_SLOW_WORKERS, 1)}},
