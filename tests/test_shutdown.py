@@ -20,6 +20,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # The bound on a stop.
 STOP_LIMIT_S = 10
 BNS_INDEX = 3
+# The real one: superevent_manager_only holds back workers.enqueue's other tasks.
+enqueue = workers.enqueue
 
 
 def start_cluster(env):
@@ -52,9 +54,12 @@ def test_a_stop_in_the_middle_of_bayestar_is_quick_and_loses_nothing(
     worker_env["Q_STOP_GRACE_S"] = "0.5"  # BAYESTAR surely outlasts it
     first = start_cluster(worker_env)
     try:
-        workers.enqueue(LOCALIZE_TASK, event.pk)
-        wait_for(lambda: DelayedTask.objects.filter(func=LOCALIZE_TASK, running_since__isnull=False).exists(),
-                 "BAYESTAR running", first)
+        enqueue(LOCALIZE_TASK, event.pk)
+        try:
+            wait_for(lambda: DelayedTask.objects.filter(func=LOCALIZE_TASK, running_since__isnull=False).exists(),
+                     "BAYESTAR running", first)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{first.output.text()[-3000:]}") from None
         time.sleep(1)
     finally:
         took = stop_cluster(first)
@@ -72,4 +77,5 @@ def test_a_stop_in_the_middle_of_bayestar_is_quick_and_loses_nothing(
         took = stop_cluster(second)
     assert took < STOP_LIMIT_S, second.output.text()[-3000:]
     assert File.objects.filter(event=event, name=MULTIORDER_FILENAME).count() == 1
-    assert not DelayedTask.objects.filter(running_since__isnull=False).exists()
+    # (the sky map's plots, queued after it, may be cut off in turn: they run at the next start)
+    assert not DelayedTask.objects.filter(func=LOCALIZE_TASK, running_since__isnull=False).exists()
