@@ -187,6 +187,20 @@ else:
     # How often the ORM broker looks for new tasks (seconds).
     Q_CLUSTER["poll"] = env_float("Q_ORM_POLL_S", 0.05)
 
+# Thresholds of `manage.py health` and /health/ (alerts/health.py).
+HEALTH_CHECKS = {
+    "QUEUE_WARNING": int(os.environ.get("HEALTH_QUEUE_WARNING", "50")),
+    "QUEUE_CRITICAL": int(os.environ.get("HEALTH_QUEUE_CRITICAL", "500")),
+    # A delayed task not fired this long after it was due: the timer is not running.
+    "TIMER_LATE_S": env_float("HEALTH_TIMER_LATE_S", 30.0),
+    # A delivery still waiting this long after its notice was made.
+    "DELIVERY_LATE_S": env_float("HEALTH_DELIVERY_LATE_S", 300.0),
+    # No event for this long is a WARNING (0: never; a quiet sky is normal).
+    "LAST_EVENT_MAX_AGE_S": env_float("HEALTH_LAST_EVENT_MAX_AGE_S", 0.0),
+    "DISK_FREE_WARNING_PCT": env_float("HEALTH_DISK_FREE_WARNING_PCT", 10.0),
+    "DISK_FREE_CRITICAL_PCT": env_float("HEALTH_DISK_FREE_CRITICAL_PCT", 3.0),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -17,8 +17,17 @@ DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_PASSWORD=admin DJANGO_SUPERUSER
   $PY manage.py createsuperuser --noinput >/dev/null 2>&1 || true
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+stopped=0
+cleanup() {
+  [ "$stopped" = 1 ] && return
+  stopped=1
+  echo "Stopping the web server and the worker cluster ..."
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "Stopped."
+}
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
 
 $PY manage.py runserver "127.0.0.1:$PORT" --noreload > var/web.log 2>&1 &
 pids+=($!)
