@@ -54,6 +54,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "alerts.metrics.RequestLatencyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -186,6 +187,10 @@ else:
     Q_CLUSTER["orm"] = "default"
     # How often the ORM broker looks for new tasks (seconds).
     Q_CLUSTER["poll"] = env_float("Q_ORM_POLL_S", 0.05)
+
+# Who may read /metrics: a bearer token, these client addresses, or staff.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = [ip for ip in os.environ.get("METRICS_ALLOWED_IPS", "127.0.0.1,::1").split(",") if ip]
 
 # Thresholds of `manage.py health` and /health/ (alerts/health.py).
 HEALTH_CHECKS = {
