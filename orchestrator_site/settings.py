@@ -192,6 +192,14 @@ else:
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_ALLOWED_IPS = [ip for ip in os.environ.get("METRICS_ALLOWED_IPS", "127.0.0.1,::1").split(",") if ip]
 
+# Errors go to Sentry only when SENTRY_DSN is set; never by default.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production"),
+                    traces_sample_rate=0.0, send_default_pii=False)
+
 # Thresholds of `manage.py health` and /health/ (alerts/health.py).
 HEALTH_CHECKS = {
     "QUEUE_WARNING": int(os.environ.get("HEALTH_QUEUE_WARNING", "50")),
@@ -209,8 +217,11 @@ HEALTH_CHECKS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                   "json": {"()": "alerts.log_format.JsonFormatter"}},
+    # ORCHESTRATOR_LOG_FORMAT=json: one JSON object per line (superevent, event, step fields).
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if os.environ.get("ORCHESTRATOR_LOG_FORMAT") == "json" else "plain"}},
     "loggers": {
         "alerts": {"handlers": ["console"], "level": os.environ.get("ORCHESTRATOR_LOG_LEVEL", "INFO")},
     },
