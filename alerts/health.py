@@ -111,7 +111,7 @@ def check_timer():
     from alerts.models import DelayedTask
 
     late_s = thresholds()["TIMER_LATE_S"]
-    overdue = DelayedTask.objects.filter(fired__isnull=True, running_since__isnull=True,
+    overdue = DelayedTask.objects.filter(fired__isnull=True,
                                          due__lt=timezone.now() - datetime.timedelta(seconds=late_s)).count()
     if overdue:
         return Result("timer", CRITICAL, f"{overdue} delayed task(s) more than {late_s:g} s overdue")

@@ -353,13 +353,19 @@ class DelayedTask(models.Model):
     due = models.DateTimeField(db_index=True)
     fired = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
-    # Set while a worker runs the task (a record of work in flight, deleted
-    # when it ends); a row still set at the next start was cut off by a
-    # stop, and qcluster runs it again (alerts.workers.resume_interrupted).
-    running_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["fired", "due"])]
+
+
+class RunningTask(models.Model):
+    """A task a worker is running now (deleted when it ends). A row left at
+    the next start was cut off by a stop, and qcluster runs it again
+    (alerts.workers.resume_interrupted)."""
+
+    func = models.CharField(max_length=128)
+    args = models.JSONField(default=list)
+    started = models.DateTimeField(db_index=True)
 
 
 class Rejection(models.Model):

@@ -99,8 +99,7 @@ def fire_due_tasks(now=None):
     now = now or timezone.now()
     handed = []
     with transaction.atomic():
-        due = DelayedTask.objects.filter(fired__isnull=True, running_since__isnull=True,
-                                         due__lte=now).order_by("due")
+        due = DelayedTask.objects.filter(fired__isnull=True, due__lte=now).order_by("due")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True)
         for task in due[:TIMER_BATCH_SIZE]:
@@ -163,9 +162,9 @@ def run_timer(poll_s=None, stop_after_s=None):
 # django-q2's Redis broker forgets a task once a worker has taken it, and its
 # ORM broker hands it out again only ``retry`` seconds later: a task cut off
 # by a stop would be lost or late. Each worker therefore records the task it
-# runs (a DelayedTask row with ``running_since``) and deletes the record when
+# runs (a RunningTask row) and deletes the record when
 # the task ends, well or badly; qcluster queues what is left at its next start.
-_in_flight = {}  # in one worker process: django-q2 task id -> DelayedTask pk
+_in_flight = {}  # in one worker process: django-q2 task id -> RunningTask pk
 
 
 def task_path(func):
@@ -174,7 +173,7 @@ def task_path(func):
 
 def record_task_start(sender, func, task, **kwargs):
     """django-q2 ``pre_execute`` receiver (in the worker)."""
-    from alerts.models import DelayedTask
+    from alerts.models import RunningTask
 
     if task.get("kwargs"):
         return  # the orchestrator's tasks take positional arguments only
@@ -183,9 +182,7 @@ def record_task_start(sender, func, task, **kwargs):
     except (TypeError, ValueError):
         return
     try:
-        now = timezone.now()
-        row = DelayedTask.objects.create(func=task_path(task.get("func", func)), args=args, due=now,
-                                         running_since=now)
+        row = RunningTask.objects.create(func=task_path(task.get("func", func)), args=args, started=timezone.now())
     except Exception:  # never keep the task from running
         logger.exception("could not record task %s as running", task.get("name"))
         close_old_connections()
@@ -195,12 +192,12 @@ def record_task_start(sender, func, task, **kwargs):
 
 def record_task_end(sender, func, task, **kwargs):
     """django-q2 ``post_execute_in_worker`` receiver: the task ended."""
-    from alerts.models import DelayedTask
+    from alerts.models import RunningTask
 
     pk = _in_flight.pop(task.get("id"), None)
     if pk is not None:
         try:
-            DelayedTask.objects.filter(pk=pk).delete()
+            RunningTask.objects.filter(pk=pk).delete()
         except Exception:
             logger.exception("could not clear the running record of task %s", task.get("name"))
             close_old_connections()
@@ -218,12 +215,11 @@ def resume_interrupted(started_before):
     (records older than ``started_before``, this start); returns how many.
     A rerun is safe: steps skip work already done and notices have an
     exactly-once identity."""
-    from alerts.models import DelayedTask
+    from alerts.models import RunningTask
 
     with transaction.atomic():
-        rows = list(DelayedTask.objects.select_for_update()
-                    .filter(running_since__isnull=False, running_since__lt=started_before))
+        rows = list(RunningTask.objects.select_for_update().filter(started__lt=started_before))
         for row in rows:
             enqueue(row.func, *row.args)
-        DelayedTask.objects.filter(pk__in=[row.pk for row in rows]).delete()
+        RunningTask.objects.filter(pk__in=[row.pk for row in rows]).delete()
     return len(rows)

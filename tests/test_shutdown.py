@@ -10,7 +10,7 @@ import pytest
 from alerts import workers
 from alerts.annotations import LOCALIZE_TASK
 from alerts.events import PSD_FILENAME, create_event
-from alerts.models import DelayedTask, File
+from alerts.models import File, RunningTask
 from alerts.science.localization import MULTIORDER_FILENAME
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
 from tests.test_workers import ROOT, Output, wait_for
@@ -56,7 +56,7 @@ def test_a_stop_in_the_middle_of_bayestar_is_quick_and_loses_nothing(
     try:
         enqueue(LOCALIZE_TASK, event.pk)
         try:
-            wait_for(lambda: DelayedTask.objects.filter(func=LOCALIZE_TASK, running_since__isnull=False).exists(),
+            wait_for(lambda: RunningTask.objects.filter(func=LOCALIZE_TASK).exists(),
                      "BAYESTAR running", first)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{first.output.text()[-3000:]}") from None
@@ -66,7 +66,7 @@ def test_a_stop_in_the_middle_of_bayestar_is_quick_and_loses_nothing(
     assert took < STOP_LIMIT_S, first.output.text()[-3000:]
     assert "stopped in" in first.output.text()
     assert not File.objects.filter(event=event, name=MULTIORDER_FILENAME).exists()
-    assert list(DelayedTask.objects.filter(running_since__isnull=False).values_list("func", "args")) == [
+    assert list(RunningTask.objects.values_list("func", "args")) == [
         (LOCALIZE_TASK, [event.pk])]
 
     second = start_cluster(worker_env)
@@ -78,4 +78,4 @@ def test_a_stop_in_the_middle_of_bayestar_is_quick_and_loses_nothing(
     assert took < STOP_LIMIT_S, second.output.text()[-3000:]
     assert File.objects.filter(event=event, name=MULTIORDER_FILENAME).count() == 1
     # (the sky map's plots, queued after it, may be cut off in turn: they run at the next start)
-    assert not DelayedTask.objects.filter(func=LOCALIZE_TASK, running_since__isnull=False).exists()
+    assert not RunningTask.objects.filter(func=LOCALIZE_TASK).exists()
