@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from django.conf import settings
@@ -62,19 +61,27 @@ class Command(DjangoQCommand):
         if is_main and settings.Q_SLOW_WORKERS > 0 and not options["no_slow_cluster"]:
             slow = start_slow_cluster()
         if is_main:
-            resumed = resume_deliveries()
-            if resumed:
-                self.stdout.write(f"resuming delivery of {resumed} notice(s) left unsent")
-            resume_vetting()  # superevents whose vetting began but never finished
-            interrupted = resume_interrupted(started_at)
-            if interrupted:
-                self.stdout.write(f"running again {interrupted} task(s) cut off by the last stop")
+            try:
+                resumed = resume_deliveries()
+                if resumed:
+                    self.stdout.write(f"resuming delivery of {resumed} notice(s) left unsent")
+                resume_vetting()  # superevents whose vetting began but never finished
+                interrupted = resume_interrupted(started_at)
+                if interrupted:
+                    self.stdout.write(f"running again {interrupted} task(s) cut off by the last stop")
+            except BaseException:  # e.g. the database is down: leave no child behind
+                if slow is not None:
+                    stop_subprocess(slow, CHILD_STOP_WAIT_S)
+                if timer is not None:
+                    timer.kill()
+                raise
         cluster = Cluster()
         # Replace django-q2's handlers, which wait for every running task.
-        stop_requested = threading.Event()
+        # A plain flag: a signal handler must take no lock.
+        stop_requested = StopFlag()
 
         def request_stop(signum, frame):
-            stop_requested.set()
+            stop_requested.flag = True
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -82,7 +89,7 @@ class Command(DjangoQCommand):
             cluster.start()
             if options.get("run_once"):
                 cluster.stop()
-            while cluster.sentinel.is_alive() and not stop_requested.is_set():
+            while cluster.sentinel.is_alive() and not stop_requested.flag:
                 if slow is not None and slow.poll() is not None:
                     self.stderr.write(f"slow-task cluster exited ({slow.returncode}); starting it again")
                     slow = start_slow_cluster()
@@ -153,6 +160,10 @@ def kill_tree(pid, include_root):
             os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+class StopFlag:
+    flag = False
 
 
 def running(cluster):
