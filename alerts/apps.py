@@ -15,3 +15,6 @@ class AlertsConfig(AppConfig):
 
         for module in HANDLER_MODULES:
             importlib.import_module(module)
+        from alerts.workers import connect_in_flight_records
+
+        connect_in_flight_records()

@@ -359,6 +359,16 @@ class DelayedTask(models.Model):
         indexes = [models.Index(fields=["fired", "due"])]
 
 
+class RunningTask(models.Model):
+    """A task a worker is running now (deleted when it ends). A row left at
+    the next start was cut off by a stop, and qcluster runs it again
+    (alerts.workers.resume_interrupted)."""
+
+    func = models.CharField(max_length=128)
+    args = models.JSONField(default=list)
+    started = models.DateTimeField(db_index=True)
+
+
 class Rejection(models.Model):
     """Input that was refused, with the reason, so nothing is silently lost."""
 

@@ -46,3 +46,7 @@ def _finish(run, status, error):
     run.error = error[:MAX_ERROR_CHARS]
     run.finished = timezone.now()
     run.save(update_fields=["status", "error", "finished"])
+    logger.info("step %s %s", run.step, status, extra={
+        "step": run.step, "status": status, "event": run.event.graceid if run.event_id else None,
+        "superevent": run.superevent.superevent_id if run.superevent_id else None,
+        "duration_s": round((run.finished - run.started).total_seconds(), 3)})

@@ -16,6 +16,7 @@ too coarse for ``orchestrator_timeout``.
 """
 import datetime
 import importlib
+import json
 import logging
 import os
 import signal
@@ -155,3 +156,70 @@ def run_timer(poll_s=None, stop_after_s=None):
             break
         if fired < TIMER_BATCH_SIZE:
             time.sleep(poll_s)
+
+
+# --- Work in flight --------------------------------------------------------------
+# django-q2's Redis broker forgets a task once a worker has taken it, and its
+# ORM broker hands it out again only ``retry`` seconds later: a task cut off
+# by a stop would be lost or late. Each worker therefore records the task it
+# runs (a RunningTask row) and deletes the record when
+# the task ends, well or badly; qcluster queues what is left at its next start.
+_in_flight = {}  # in one worker process: django-q2 task id -> RunningTask pk
+
+
+def task_path(func):
+    return func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+
+
+def record_task_start(sender, func, task, **kwargs):
+    """django-q2 ``pre_execute`` receiver (in the worker)."""
+    from alerts.models import RunningTask
+
+    if task.get("kwargs"):
+        return  # the orchestrator's tasks take positional arguments only
+    try:
+        args = json.loads(json.dumps(list(task.get("args") or ())))
+    except (TypeError, ValueError):
+        return
+    try:
+        row = RunningTask.objects.create(func=task_path(task.get("func", func)), args=args, started=timezone.now())
+    except Exception:  # never keep the task from running
+        logger.exception("could not record task %s as running", task.get("name"))
+        close_old_connections()
+        return
+    _in_flight[task.get("id")] = row.pk
+
+
+def record_task_end(sender, func, task, **kwargs):
+    """django-q2 ``post_execute_in_worker`` receiver: the task ended."""
+    from alerts.models import RunningTask
+
+    pk = _in_flight.pop(task.get("id"), None)
+    if pk is not None:
+        try:
+            RunningTask.objects.filter(pk=pk).delete()
+        except Exception:
+            logger.exception("could not clear the running record of task %s", task.get("name"))
+            close_old_connections()
+
+
+def connect_in_flight_records():
+    from django_q.signals import post_execute_in_worker, pre_execute
+
+    pre_execute.connect(record_task_start, dispatch_uid="alerts.workers.record_task_start")
+    post_execute_in_worker.connect(record_task_end, dispatch_uid="alerts.workers.record_task_end")
+
+
+def resume_interrupted(started_before):
+    """Queue again every task that was running when its cluster was stopped
+    (records older than ``started_before``, this start); returns how many.
+    A rerun is safe: steps skip work already done and notices have an
+    exactly-once identity."""
+    from alerts.models import RunningTask
+
+    with transaction.atomic():
+        rows = list(RunningTask.objects.select_for_update().filter(started__lt=started_before))
+        for row in rows:
+            enqueue(row.func, *row.args)
+        RunningTask.objects.filter(pk__in=[row.pk for row in rows]).delete()
+    return len(rows)

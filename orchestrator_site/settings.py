@@ -102,6 +102,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "alerts.metrics.RequestLatencyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "orchestrator_site.errors.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -235,6 +236,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 Q_QUEUE_NAME = os.environ.get("Q_QUEUE_NAME", "orchestrator")
 SLOW_QUEUE_SUFFIX = "-slow"
 Q_SLOW_WORKERS = int(os.environ.get("Q_SLOW_WORKERS", "1"))
+# On SIGTERM/SIGINT, how long running tasks may finish before their workers
+# are killed (their tasks run again at the next start); keeps a stop under 10 s.
+Q_STOP_GRACE_S = env_float("Q_STOP_GRACE_S", 3.0)
 Q_CLUSTER = {
     "name": Q_QUEUE_NAME,
     "ALT_CLUSTERS": {Q_QUEUE_NAME + SLOW_QUEUE_SUFFIX: {"workers": max(Q_SLOW_WORKERS, 1)}},
@@ -257,11 +261,40 @@ else:
     # How often the ORM broker looks for new tasks (seconds).
     Q_CLUSTER["poll"] = env_float("Q_ORM_POLL_S", 0.05)
 
+# Who may read /metrics: a bearer token, these client addresses, or staff.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = [ip for ip in os.environ.get("METRICS_ALLOWED_IPS", "127.0.0.1,::1").split(",") if ip]
+
+# Errors go to Sentry only when SENTRY_DSN is set; never by default.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production"),
+                    traces_sample_rate=0.0, send_default_pii=False)
+
+# Thresholds of `manage.py health` and /health/ (alerts/health.py).
+HEALTH_CHECKS = {
+    "QUEUE_WARNING": int(os.environ.get("HEALTH_QUEUE_WARNING", "50")),
+    "QUEUE_CRITICAL": int(os.environ.get("HEALTH_QUEUE_CRITICAL", "500")),
+    # A delayed task not fired this long after it was due: the timer is not running.
+    "TIMER_LATE_S": env_float("HEALTH_TIMER_LATE_S", 30.0),
+    # A delivery still waiting this long after its notice was made.
+    "DELIVERY_LATE_S": env_float("HEALTH_DELIVERY_LATE_S", 300.0),
+    # No event for this long is a WARNING (0: never; a quiet sky is normal).
+    "LAST_EVENT_MAX_AGE_S": env_float("HEALTH_LAST_EVENT_MAX_AGE_S", 0.0),
+    "DISK_FREE_WARNING_PCT": env_float("HEALTH_DISK_FREE_WARNING_PCT", 10.0),
+    "DISK_FREE_CRITICAL_PCT": env_float("HEALTH_DISK_FREE_CRITICAL_PCT", 3.0),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+                   "json": {"()": "alerts.log_format.JsonFormatter"}},
+    # ORCHESTRATOR_LOG_FORMAT=json: one JSON object per line (superevent, event, step fields).
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if os.environ.get("ORCHESTRATOR_LOG_FORMAT") == "json" else "plain"}},
     "loggers": {
         "alerts": {"handlers": ["console"], "level": os.environ.get("ORCHESTRATOR_LOG_LEVEL", "INFO")},
         # Errors a client saw as a request id (orchestrator_site.errors).

@@ -5,8 +5,12 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from alerts import health_view
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("health/", health_view.health, name="health"),
+    path("metrics", health_view.metrics, name="metrics"),
     path("api/", include("alerts.api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

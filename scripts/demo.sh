@@ -21,8 +21,17 @@ ADVOCATE_TOKEN=$($PY manage.py add_user advocate --advocate --password advocate 
   || $PY -c "import django,os;os.environ.setdefault('DJANGO_SETTINGS_MODULE','orchestrator_site.settings');django.setup();from rest_framework.authtoken.models import Token;print(Token.objects.get(user__username='advocate').key)")
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+stopped=0
+cleanup() {
+  [ "$stopped" = 1 ] && return
+  stopped=1
+  echo "Stopping the web server and the worker cluster ..."
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "Stopped."
+}
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
 
 $PY manage.py runserver "127.0.0.1:$PORT" --noreload > var/web.log 2>&1 &
 pids+=($!)

@@ -7,6 +7,12 @@ child process, the cluster that serves the slow queue (BAYESTAR and plots,
 ``settings.SLOW_TASKS``), so those never occupy the workers the alert path
 needs. Both are stopped with the main cluster; a slow cluster or a timer
 that dies is started again (without the timer, no delayed step would fire).
+
+SIGTERM or SIGINT stops everything within ``Q_STOP_GRACE_S`` plus a few
+seconds: django-q2 alone waits for every worker to finish its task (BAYESTAR
+can take minutes), so after the grace the workers still busy are killed.
+Their tasks are not lost: each worker records the task it runs, and the next
+start queues those again (``alerts.workers.resume_interrupted``).
 """
 import multiprocessing
 import os
@@ -17,15 +23,19 @@ import time
 
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from alerts.delivery import resume_deliveries
 from alerts.orchestrator import resume_vetting
-from alerts.workers import run_timer, slow_queue_name
+from alerts.workers import resume_interrupted, run_timer, slow_queue_name
 
 SENTINEL_CHECK_S = 0.5
 CHILD_STOP_WAIT_S = 5
+# After the grace and the kill of busy workers, how long the cluster's
+# sentinel gets to wind down before it is killed too.
+SENTINEL_STOP_WAIT_S = 2
 
 
 class Command(DjangoQCommand):
@@ -41,6 +51,8 @@ class Command(DjangoQCommand):
 
     def handle(self, *args, **options):
         settings.SECRET_KEY  # django-q2 signs tasks with it
+        started = time.time()
+        started_at = timezone.now()
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
         is_main = not os.environ.get("Q_CLUSTER_NAME")
@@ -49,18 +61,35 @@ class Command(DjangoQCommand):
         if is_main and settings.Q_SLOW_WORKERS > 0 and not options["no_slow_cluster"]:
             slow = start_slow_cluster()
         if is_main:
-            resumed = resume_deliveries()
-            if resumed:
-                self.stdout.write(f"resuming delivery of {resumed} notice(s) left unsent")
-            resume_vetting()  # superevents whose vetting began but never finished
+            try:
+                resumed = resume_deliveries()
+                if resumed:
+                    self.stdout.write(f"resuming delivery of {resumed} notice(s) left unsent")
+                resume_vetting()  # superevents whose vetting began but never finished
+                interrupted = resume_interrupted(started_at)
+                if interrupted:
+                    self.stdout.write(f"running again {interrupted} task(s) cut off by the last stop")
+            except BaseException:  # e.g. the database is down: leave no child behind
+                if slow is not None:
+                    stop_subprocess(slow, CHILD_STOP_WAIT_S)
+                if timer is not None:
+                    timer.kill()
+                raise
         cluster = Cluster()
+        # Replace django-q2's handlers, which wait for every running task.
+        # A plain flag: a signal handler must take no lock.
+        stop_requested = StopFlag()
+
+        def request_stop(signum, frame):
+            stop_requested.flag = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
         try:
             cluster.start()
             if options.get("run_once"):
                 cluster.stop()
-            # Cluster.start() returns at once; SIGTERM/SIGINT make the
-            # cluster's own handler stop the sentinel, which ends this loop.
-            while cluster.sentinel.is_alive():
+            while cluster.sentinel.is_alive() and not stop_requested.flag:
                 if slow is not None and slow.poll() is not None:
                     self.stderr.write(f"slow-task cluster exited ({slow.returncode}); starting it again")
                     slow = start_slow_cluster()
@@ -69,11 +98,72 @@ class Command(DjangoQCommand):
                     timer = start_timer()
                 time.sleep(SENTINEL_CHECK_S)
         finally:
+            stopping = time.monotonic()
+            if slow is not None and slow.poll() is None:
+                slow.send_signal(signal.SIGTERM)  # it stops itself the same way, meanwhile
             if timer is not None and timer.is_alive():
                 timer.terminate()
+            stop_cluster(cluster, settings.Q_STOP_GRACE_S)
+            if timer is not None:
                 timer.join(CHILD_STOP_WAIT_S)
+                if timer.is_alive():
+                    timer.kill()
             if slow is not None:
-                stop_subprocess(slow)
+                stop_subprocess(slow, settings.Q_STOP_GRACE_S + SENTINEL_STOP_WAIT_S + 1
+                                - (time.monotonic() - stopping))
+            self.stdout.write(f"stopped in {time.monotonic() - stopping:.1f} s "
+                              f"(up {time.time() - started:.0f} s)")
+            self.stdout.flush()
+
+
+def stop_cluster(cluster, grace_s):
+    """Stop django-q2's cluster: ask, give running tasks ``grace_s`` seconds,
+    then kill the worker processes (their tasks run again at the next start)
+    and, if it still lingers, the sentinel."""
+    sentinel = cluster.sentinel
+    if sentinel is None or not sentinel.is_alive():
+        return
+    if cluster.stop_event is not None:
+        cluster.stop_event.set()  # the sentinel stops the pusher, then waits for the workers
+    sentinel.join(grace_s)
+    if sentinel.is_alive():
+        kill_tree(sentinel.pid, include_root=False)
+        sentinel.join(SENTINEL_STOP_WAIT_S)
+    if sentinel.is_alive():
+        kill_tree(sentinel.pid, include_root=True)
+        sentinel.join(1)
+
+
+def descendants(pid):
+    """Every process below ``pid`` (read from /proc: Linux)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def kill_tree(pid, include_root):
+    for child in descendants(pid) + ([pid] if include_root else []):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class StopFlag:
+    flag = False
 
 
 def running(cluster):
@@ -98,11 +188,11 @@ def start_slow_cluster():
     return subprocess.Popen(command, env=env)
 
 
-def stop_subprocess(process):
+def stop_subprocess(process, wait_s):
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(CHILD_STOP_WAIT_S * 4)
+            process.wait(max(wait_s, 0.5))
         except subprocess.TimeoutExpired:
-            process.kill()
+            kill_tree(process.pid, include_root=True)
             process.wait()

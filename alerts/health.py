@@ -1,0 +1,209 @@
+"""Is the orchestrator healthy right now? One result per check, with
+Nagios's states (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), as gwcelery's
+``nagios`` command reports them. Used by ``manage.py health`` and ``/health/``.
+
+Our own small module rather than django-health-check: that library's
+results are pass/fail per backend (no WARNING level, no measured values such
+as queue depth or the age of the last event), and half of these checks are
+about django-q2 and the orchestrator's own tables, which it does not know.
+No check reports a secret (no URL, no password): only states and counts.
+"""
+import datetime
+import shutil
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+@dataclass
+class Result:
+    name: str
+    state: int
+    detail: str
+
+    def line(self):
+        return f"{STATE_NAMES[self.state]} {self.name}: {self.detail}"
+
+    def as_dict(self):
+        return {"check": self.name, "status": STATE_NAMES[self.state], "detail": self.detail}
+
+
+def thresholds():
+    return settings.HEALTH_CHECKS
+
+
+def one_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def check_database():
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        connection.ensure_connection()
+        plan = MigrationExecutor(connection).migration_plan(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    except Exception as error:
+        return Result("database", CRITICAL, f"unreachable ({type(error).__name__})")
+    if plan:
+        return Result("database", CRITICAL, f"reachable, {len(plan)} migration(s) not applied")
+    return Result("database", OK, "reachable, migrated")
+
+
+def queues():
+    from alerts.workers import slow_queue_name
+    from django_q.conf import Conf
+
+    names = [Conf.PREFIX]
+    if settings.Q_SLOW_WORKERS > 0:
+        names.append(slow_queue_name())
+    return names
+
+
+def check_broker():
+    from django_q.brokers import get_broker
+
+    try:
+        get_broker().ping()
+    except Exception as error:
+        return Result("broker", CRITICAL, f"unreachable ({type(error).__name__})")
+    return Result("broker", OK, "reachable")
+
+
+def check_workers():
+    from django_q.brokers import get_broker
+    from django_q.status import Stat
+
+    try:
+        clusters = Stat.get_all(broker=get_broker())
+    except Exception as error:
+        return Result("workers", CRITICAL, f"cannot read cluster status ({type(error).__name__})")
+    running = [c for c in clusters if c.status not in ("Stopped", "Stopping")]
+    if not running:
+        return Result("workers", CRITICAL, "no live worker cluster")
+    workers = sum(len(c.workers) for c in running)
+    return Result("workers", OK, f"{len(running)} cluster(s) live, {workers} worker(s)")
+
+
+def check_queue():
+    from django_q.brokers import get_broker
+
+    limits = thresholds()
+    depth = 0
+    try:
+        for name in queues():
+            depth += get_broker(name).queue_size() or 0
+    except Exception as error:
+        return Result("queue", UNKNOWN, f"cannot measure ({type(error).__name__})")
+    detail = f"{depth} task(s) waiting"
+    if depth >= limits["QUEUE_CRITICAL"]:
+        return Result("queue", CRITICAL, detail)
+    if depth >= limits["QUEUE_WARNING"]:
+        return Result("queue", WARNING, detail)
+    return Result("queue", OK, detail)
+
+
+def check_timer():
+    from alerts.models import DelayedTask
+
+    late_s = thresholds()["TIMER_LATE_S"]
+    overdue = DelayedTask.objects.filter(fired__isnull=True,
+                                         due__lt=timezone.now() - datetime.timedelta(seconds=late_s)).count()
+    if overdue:
+        return Result("timer", CRITICAL, f"{overdue} delayed task(s) more than {late_s:g} s overdue")
+    return Result("timer", OK, "no delayed task overdue")
+
+
+def check_notices():
+    from alerts.models import NoticeDelivery
+
+    limits = thresholds()
+    failed = NoticeDelivery.objects.filter(status=NoticeDelivery.Status.FAILED).count()
+    stale = timezone.now() - datetime.timedelta(seconds=limits["DELIVERY_LATE_S"])
+    waiting = NoticeDelivery.objects.filter(
+        status__in=(NoticeDelivery.Status.PENDING, NoticeDelivery.Status.SENDING)).count()
+    late = NoticeDelivery.objects.filter(
+        status__in=(NoticeDelivery.Status.PENDING, NoticeDelivery.Status.SENDING),
+        notice__created__lt=stale).count()
+    detail = f"{waiting} delivery(ies) waiting ({late} late), {failed} failed"
+    if failed or late:
+        return Result("notices", CRITICAL if late else WARNING, detail)
+    return Result("notices", OK, detail)
+
+
+def check_last_event():
+    from alerts.models import Event
+
+    limit = thresholds()["LAST_EVENT_MAX_AGE_S"]
+    last = Event.objects.order_by("-created").values_list("created", flat=True).first()
+    if last is None:
+        return Result("last event", OK if not limit else WARNING, "no event received yet")
+    age = (timezone.now() - last).total_seconds()
+    detail = f"last event {age:.0f} s ago"
+    if limit and age > limit:
+        return Result("last event", WARNING, detail + f" (more than {limit:g} s)")
+    return Result("last event", OK, detail)
+
+
+def check_disk():
+    limits = thresholds()
+    results = []
+    for name, folder in (("media", settings.MEDIA_ROOT), ("outbox", settings.OUTBOX_DIR)):
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        usage = shutil.disk_usage(probe)
+        free = usage.free / usage.total * 100
+        state = CRITICAL if free < limits["DISK_FREE_CRITICAL_PCT"] else \
+            WARNING if free < limits["DISK_FREE_WARNING_PCT"] else OK
+        results.append((state, f"{name} {free:.0f}% free"))
+    return Result("disk", max(s for s, _ in results), ", ".join(d for _, d in results))
+
+
+def check_kafka():
+    destinations = [d for d in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", []) if d.get("transport") == "kafka"]
+    if not destinations:
+        return None
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        for destination in destinations:
+            AdminClient({"bootstrap.servers": destination["bootstrap_servers"]}).list_topics(timeout=5)
+    except Exception as error:
+        return Result("kafka", CRITICAL, f"unreachable ({type(error).__name__})")
+    return Result("kafka", OK, f"{len(destinations)} server set(s) reachable")
+
+
+CHECKS = [check_broker, check_workers, check_queue, check_timer, check_notices, check_last_event, check_disk,
+          check_kafka]
+
+
+def run_checks():
+    """Every check's result; with the database down, only what needs no database."""
+    database = check_database()
+    results = [database]
+    for check in CHECKS:
+        if database.state == CRITICAL and check in (check_timer, check_notices, check_last_event):
+            results.append(Result(check.__name__.removeprefix("check_").replace("_", " "), UNKNOWN,
+                                  "database unavailable"))
+            continue
+        try:
+            result = check()
+        except Exception as error:
+            result = Result(check.__name__.removeprefix("check_").replace("_", " "), UNKNOWN, one_line(error))
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def overall(results):
+    """Nagios's rule: the worst state wins (UNKNOWN ranks below CRITICAL)."""
+    states = {r.state for r in results}
+    for state in (CRITICAL, WARNING, UNKNOWN):
+        if state in states:
+            return state
+    return OK
