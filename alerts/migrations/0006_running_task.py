@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('alerts', '0004_event_grouping_done'),
+        ('alerts', '0005_audit_record'),
     ]
 
     operations = [
