@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.http import FileResponse, JsonResponse
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, permissions, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.response import Response
@@ -43,6 +44,7 @@ def not_served(method, path):
     return {"error": f"{method} {path} is not served by this GraceDB-compatible surface"}
 
 
+@csrf_exempt
 def unserved(request, rest=""):
     """Any path of GraceDB's API with no endpoint here: 501 naming it."""
     return JsonResponse(not_served(request.method, request.path), status=501)
