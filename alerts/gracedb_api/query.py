@@ -110,7 +110,7 @@ def attribute(key, value, fields, names, text):
         query = Q()
         for name in labels:
             # Each label needs its own join, so "A & B" means both.
-            query &= Q(**{f"pk__in": _owners_with_label(fields, name)})
+            query &= Q(**{"pk__in": _owners_with_label(fields, name)})
         return query
     if key in fields.times:
         try:

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from alerts import roles, store, vocabulary
-from alerts.events import (COINC_FILENAME, LABEL_NAME, UploadError, add_event_file, create_event, reject,
+from alerts.events import (LABEL_NAME, UploadError, add_event_file, create_event, reject,
                            validate_file_name)
 from alerts.gracedb_api import decide, query, serializers as shapes
 from alerts.gracedb_api.auth import PasswordOrTokenBasicAuthentication
@@ -385,7 +385,7 @@ class LogDetail(GraceView):
         number = int(self.kwargs["N"])
         log = owner_logs(owner)[number - 1:number].first() if number >= 1 else None
         if log is None:
-            raise exceptions.NotFound(f"no log message {number} on {self.kwargs.get('graceid') or self.kwargs.get('superevent_id')}")
+            raise exceptions.NotFound(f"no log message {number} on {owner}")
         return owner, number, log
 
     def get(self, request, N, **kwargs):
