@@ -344,6 +344,11 @@ def test_errors_are_graceDB_status_codes_with_a_json_reason(connect, mock_events
                               filecontents=b"nothing useful")
     assert "trigger.txt" in error
 
+    # The client checks the group itself; a raw request meets the server's check.
+    error = expect_http_error(400, pipeline.post, api_url + "events/", data={"group": "Test", "pipeline": "gstlal"},
+                              files={"eventFile": ("coinc.xml", mock_events[0].coinc_xml)})
+    assert "unknown group 'Test'" in error
+
     graceid = pipeline.create_event("CBC", "gstlal", "coinc.xml", filecontents=mock_events[0].coinc_xml).json()[
         "graceid"]
     bad_psd = gzip.compress(b"<LIGO_LW>no spectra</LIGO_LW>")
@@ -359,6 +364,10 @@ def test_errors_are_graceDB_status_codes_with_a_json_reason(connect, mock_events
     superevent_id = Event.objects.get(graceid=graceid).superevent.superevent_id
     assert "advocates" in expect_http_error(403, pipeline.create_signoff, superevent_id, "ADV", "OK", "fine")
     assert not Label.objects.filter(name__in=vocabulary.VERDICT_LABELS).exists()
+    assert "JSON object" in expect_http_error(400, advocate.post, api_url + f"superevents/{superevent_id}/signoffs/",
+                                              json=["ADV", "OK"])
+    assert "OK or NO" in expect_http_error(400, advocate.post, api_url + f"superevents/{superevent_id}/signoffs/",
+                                           data={"signoff_type": "ADV", "status": "MAYBE"})
 
     # Anonymous, or a wrong password: 401.
     anonymous = GraceDb(service_url=api_url, force_noauth=True, retries=0)

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from alerts import roles, store, vocabulary
 from alerts.events import (LABEL_NAME, UploadError, add_event_file, create_event, reject,
-                           validate_file_name)
+                           validate_file_name, validate_origin)
 from alerts.gracedb_api import decide, query, serializers as shapes
 from alerts.gracedb_api.auth import PasswordOrTokenBasicAuthentication
 from alerts.models import Event, File, Label, Log, Notice, Superevent
@@ -60,6 +60,11 @@ class Readers(permissions.BasePermission):
 class GraceView(APIView):
     authentication_classes = [PasswordOrTokenBasicAuthentication, TokenAuthentication, SessionAuthentication]
     permission_classes = [Readers]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if request.method in ("POST", "PUT", "PATCH") and not hasattr(request.data, "get"):
+            raise exceptions.ValidationError({"error": "the request body must be a form or a JSON object"})
 
     def http_method_not_allowed(self, request, *args, **kwargs):
         raise NotServed(not_served(request.method, request.path)["error"])
@@ -259,6 +264,7 @@ class Events(GraceView):
         offline = form_bool(request.data.get("offline", "False"), "offline")
         labels = request.data.getlist("labels") if hasattr(request.data, "getlist") else []
         try:
+            validate_origin(group, pipeline, search)
             if group == vocabulary.CBC:
                 event = create_event(group=group, pipeline=pipeline, search=search, coinc=data,
                                      offline=offline, labels=labels)
