@@ -204,6 +204,16 @@ def test_a_pipeline_uploads_an_event_and_its_psd_and_the_sky_map_comes_back(conn
     assert vocabulary.ADVOK in pipeline.superevent(superevent_id).json()["labels"]
 
 
+def test_an_adv_no_signoff_is_the_advno_verdict(connect, stored_events):
+    superevent_id = stored_events[0].superevent.superevent_id
+    signed = connect("advocate").create_signoff(superevent_id, "ADV", "NO", "glitch")
+    assert signed.status_code == 201 and signed.json()["status"] == "NO"
+    assert set(Label.objects.filter(superevent__superevent_id=superevent_id).values_list("name", flat=True)) \
+        >= {vocabulary.ADVNO}
+    assert connect("reader").signoffs(superevent_id, "ADV").json()["comment"] == "glitch"
+    assert not Label.objects.filter(name=vocabulary.ADVOK).exists()
+
+
 # --- queries and paging ------------------------------------------------------------
 
 @pytest.fixture

@@ -55,7 +55,7 @@ class Urls:
         return self.owner(owner) + ("/log/" if isinstance(owner, Event) else "logs/")
 
     def labels(self, owner):
-        return self.owner(owner) + "/labels/" if isinstance(owner, Event) else self.owner(owner) + "labels/"
+        return self.owner(owner) + ("/labels/" if isinstance(owner, Event) else "labels/")
 
     def voevents(self, owner):
         return self.owner(owner) + ("/voevent/" if isinstance(owner, Event) else "voevents/")
