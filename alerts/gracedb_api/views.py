@@ -37,6 +37,7 @@ SUPEREVENT_CATEGORIES = {"P": "Production", "T": "Test", "M": "MDC"}
 # GraceDB's spelling of the pipelines whose name is not all lower case.
 PIPELINE_SPELLING = {"mbta": "MBTA", "cwb": "CWB", "olib": "oLIB", "mly": "MLy"}
 EVENT_SORT = {"gpstime", "far", "created", "graceid", "id"}
+ROLE_GROUPS = {roles.PIPELINE: vocabulary.PIPELINES_GROUP, roles.ADVOCATE: vocabulary.ADVOCATES_GROUP}
 SUPEREVENT_SORT = {"t_0", "t_start", "t_end", "far", "created", "superevent_id", "id"}
 
 
@@ -75,7 +76,7 @@ class GraceView(APIView):
 
     def need(self, *any_of):
         if not any(roles.allowed(self.request.user, role) for role in any_of):
-            groups = " or ".join(f"'{roles._group_of(role)}'" for role in any_of)
+            groups = " or ".join(f"'{ROLE_GROUPS[role]}'" for role in any_of)
             raise exceptions.PermissionDenied(f"only users in the group {groups} may do this")
 
     def bad(self, message, excerpt=b""):
