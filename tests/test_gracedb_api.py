@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import connection
 from ligo.gracedb.exceptions import HTTPError
 from ligo.gracedb.rest import GraceDb
 from rest_framework.authtoken.models import Token
@@ -38,6 +39,14 @@ PASSWORD = "correct-horse-battery-staple"
 def fast_passwords(settings):
     """Every request checks a password; the default hasher costs ~0.3 s."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def live_server_connections_closed(monkeypatch):
+    """The live server's request threads close their database connections
+    after each request (no persistent connections), so none is left open
+    on the test database when it is dropped."""
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
 
 
 @pytest.fixture
