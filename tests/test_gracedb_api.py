@@ -26,7 +26,7 @@ from rest_framework.authtoken.models import Token
 
 from alerts import vocabulary
 from alerts.events import create_event
-from alerts.models import Event, File, Label, Rejection, Superevent
+from alerts.models import AuditRecord, Event, File, Label, Rejection, Superevent
 from tests import gracedb_reference as ref
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
 
@@ -221,6 +221,8 @@ def test_an_adv_no_signoff_is_the_advno_verdict(connect, stored_events):
         >= {vocabulary.ADVNO}
     assert connect("reader").signoffs(superevent_id, "ADV").json()["comment"] == "glitch"
     assert not Label.objects.filter(name=vocabulary.ADVOK).exists()
+    # Through the decision service, which records who decided and by which way in.
+    assert AuditRecord.objects.filter(username="advocate", via="gracedb", outcome="done").exists()
 
 
 # --- queries and paging ------------------------------------------------------------
