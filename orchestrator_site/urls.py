@@ -12,6 +12,7 @@ urlpatterns = [
     path("health/", health_view.health, name="health"),
     path("metrics", health_view.metrics, name="metrics"),
     path("api/", include("alerts.api.urls")),
+    path("gracedb/api/", include("alerts.gracedb_api.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 
