@@ -3,6 +3,7 @@ chromedriver, driven by Selenium; nothing downloaded) against the live test
 server: an advocate's Initial and Retraction, a reader's view and refused
 POST, anonymous visitors sent to sign in. Saves the README's screenshots."""
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,11 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from alerts import models
-from alerts.vocabulary import ADVNO, ADVOCATES_GROUP, ADVREQ
+from alerts.science.plots import plot_allsky
+from alerts.store import add_file
+from alerts.vocabulary import (ADVNO, ADVOCATES_GROUP, ADVREQ, DATA_QUALITY_REPORT, DATA_QUALITY_TAG,
+                               SKY_LOC_TAG)
+from tests.annotated import tiny_skymap
 from tests import decisions_standin
 from tests.test_dashboard import make_superevents
 
@@ -25,6 +30,12 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900"]
+
+DQ_REPORT = {"verdict": "pass", "injection": False, "labels": ["DQOK"], "instruments": ["H1", "L1"],
+             "window": {"start": 1240216501.0, "end": 1240216505.0}, "skipped_reason": None,
+             "checks": [{"channel": "H1:GDS-CALIB_STATE_VECTOR", "bit": 0, "name": "HOFT_OK", "state": "good"},
+                        {"channel": "L1:GDS-CALIB_STATE_VECTOR", "bit": 0, "name": "HOFT_OK", "state": "good"}],
+             "notes": []}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,6 +94,10 @@ def outbox_files(settings):
 
 def test_advocate_sends_the_initial_and_retracts_another(browser, live_server, people, decisions, settings):
     older, waiting = make_superevents(2, waiting=(1,))
+    # A real Mollweide plot and data-quality report for the screenshot.
+    event = waiting.preferred_event
+    add_file(event, "bayestar.png", plot_allsky(tiny_skymap()), tags=[SKY_LOC_TAG], announce=False)
+    add_file(event, DATA_QUALITY_REPORT, json.dumps(DQ_REPORT).encode(), tags=[DATA_QUALITY_TAG], announce=False)
     sign_in(browser, live_server, "ada", "ada-pw")
     row = browser.find_element(By.CSS_SELECTOR, "tr.waiting")
     assert row.get_attribute("data-id") == waiting.superevent_id
@@ -95,7 +110,9 @@ def test_advocate_sends_the_initial_and_retracts_another(browser, live_server, p
     responses = [entry for entry in browser.get_log("performance")
                  if '"Network.responseReceived"' in entry["message"] and image_url in entry["message"]]
     assert responses and '"status":200' in responses[-1]["message"].replace(" ", "")
+    assert browser.execute_script("return arguments[0].naturalWidth", image) > 100  # the real plot
     assert browser.find_element(By.ID, "p-astro-chart").is_displayed()
+    assert "HOFT_OK" in browser.find_element(By.ID, "dq").text
     screenshot(browser, "superevent.png")
 
     browser.find_element(By.ID, "advok").click()
