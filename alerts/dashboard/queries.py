@@ -6,12 +6,17 @@ from collections import defaultdict
 
 from django.db.models import Exists, OuterRef, Q
 
-from alerts import models
+from alerts import models, vocabulary
 from alerts.products import CLASSIFICATION_NAMES
 from alerts.vocabulary import (ADVNO, ADVOK, ADVREQ, DQ_LABELS, LOW_SIGNIF_LOCKED, MULTIORDER_SUFFIX,
                                P_ASTRO_SUFFIX, RETRACTION_ALERT, SIGNIF_LOCKED)
 
 from alerts.dashboard.formatting import largest_class
+
+# The labels of DESIGN.md section 4, for the list's label filter.
+LABEL_NAMES = tuple(sorted({*vocabulary.VERDICT_LABELS, *vocabulary.DQ_LABELS, *vocabulary.READY_LABELS,
+                            vocabulary.ADVREQ, vocabulary.EM_READY, vocabulary.GCN_PRELIM_SENT,
+                            vocabulary.SIGNIF_LOCKED, vocabulary.LOW_SIGNIF_LOCKED, vocabulary.DQR_REQUEST}))
 
 
 def _has_label(name):
@@ -20,7 +25,7 @@ def _has_label(name):
 
 def waiting_q():
     """ADVREQ without a verdict (ADVOK or ADVNO) yet."""
-    return Q(_advreq=True) & Q(_advok=False) & Q(_advno=False)
+    return _has_label(ADVREQ) & ~_has_label(ADVOK) & ~_has_label(ADVNO)
 
 
 # The significance filter: which lock label the superevent carries.
@@ -28,10 +33,11 @@ SIGNIFICANCE_LABELS = {"significant": SIGNIF_LOCKED, "low": LOW_SIGNIF_LOCKED}
 
 
 def superevent_list(category="", label="", significance="", waiting=False):
-    """The filtered list, newest first, with the flags each row needs."""
-    queryset = (models.Superevent.objects.select_related("preferred_event")
-                .annotate(_advreq=_has_label(ADVREQ), _advok=_has_label(ADVOK), _advno=_has_label(ADVNO))
-                .order_by("-t_0", "-pk"))
+    """The filtered list, newest first (label subqueries only as filters:
+    in the SELECT list PostgreSQL would run them for every row before the
+    top-N sort; the preferred events come per page in decorate_rows, as a
+    join here would join every event before the sort)."""
+    queryset = models.Superevent.objects.order_by("-t_0", "-pk")
     if category:
         queryset = queryset.filter(category=category)
     if label:
@@ -51,6 +57,9 @@ def decorate_rows(superevents):
         return rows
     pks = [row.pk for row in rows]
     preferred = [row.preferred_event_id for row in rows if row.preferred_event_id]
+    events = models.Event.objects.in_bulk(preferred)
+    for row in rows:
+        row.preferred = events.get(row.preferred_event_id)
     labels = defaultdict(list)
     for pk, name in models.Label.objects.filter(superevent__in=pks).order_by("created").values_list(
             "superevent", "name"):
@@ -99,6 +108,6 @@ def read_probabilities(file, names=CLASSIFICATION_NAMES):
 
 
 def label_choices():
-    return list(models.Label.objects.filter(superevent__isnull=False).values_list("name", flat=True)
-                .distinct().order_by("name"))
-
+    """The vocabulary's labels (no query: a DISTINCT over every label row
+    would cost more than the rest of the page)."""
+    return list(LABEL_NAMES)
