@@ -149,3 +149,29 @@ def test_a_readers_post_is_refused_and_nothing_is_sent(users):
     assert client.get(reverse("dashboard:confirm", args=[superevent.superevent_id, "ADVOK"])).status_code == 403
     assert not models.Notice.objects.filter(superevent=superevent).exists()
     assert ADVOK not in superevent.label_names()
+
+
+@pytest.fixture
+def decisions(monkeypatch):
+    """The decision service the dashboard calls (the stand-in until alerts.decisions is merged)."""
+    from tests import decisions_standin
+    service = decisions_standin.module()
+    monkeypatch.setattr("alerts.dashboard.views._decisions", lambda: service)
+    return service
+
+
+def test_advocate_confirms_from_the_preview_and_a_second_verdict_is_refused(client, users, decisions):
+    advocate, _ = users
+    superevent, = make_superevents(1, waiting=(0,))
+    client.force_login(advocate)
+    text = client.get(reverse("dashboard:confirm", args=[superevent.superevent_id, ADVOK])).content.decode()
+    assert 'id="preview"' in text and "INITIAL" in text and 'name="idempotency_key"' in text
+    act = reverse("dashboard:act", args=[superevent.superevent_id])
+    response = client.post(act, {"action": ADVOK}, follow=True)
+    notice = models.Notice.objects.get(superevent=superevent)
+    assert notice.alert_type == "INITIAL"
+    assert f"notice {notice.identity} sent" in response.content.decode()
+    response = client.post(act, {"action": ADVOK}, follow=True)
+    assert "Refused:" in response.content.decode()
+    assert models.Notice.objects.filter(superevent=superevent).count() == 1
+    assert client.post(act, {"action": "nonsense"}).status_code == 400

@@ -156,6 +156,11 @@ def test_reader_sees_no_actions_and_a_forged_post_is_refused(browser, live_serve
     assert not models.Notice.objects.filter(superevent=superevent).exists()
     assert outbox_files(settings) == []
     assert ADVREQ in superevent.label_names() and "ADVOK" not in superevent.label_names()
+    # Readable at a phone's width: nothing wider than the screen but the scrolling tables.
+    browser.set_window_size(390, 844)
+    for page in (reverse("dashboard:list"), reverse("dashboard:superevent", args=[superevent.superevent_id])):
+        browser.get(live_server.url + page)
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"), page
 
 
 def test_anonymous_visitor_is_sent_to_sign_in(browser, live_server, people):
