@@ -21,7 +21,8 @@ from alerts.science.plots import plot_allsky
 from alerts.store import add_file
 from alerts.vocabulary import (ADVNO, ADVOCATES_GROUP, ADVREQ, DATA_QUALITY_REPORT, DATA_QUALITY_TAG,
                                SKY_LOC_TAG)
-from tests.annotated import tiny_skymap
+from tests.annotated import annotated_event, tiny_skymap
+from tests.factories import T0
 from tests import decisions_standin
 from tests.test_dashboard import make_superevents
 
@@ -141,6 +142,12 @@ def test_advocate_sends_the_initial_and_retracts_another(browser, live_server, p
 def test_reader_sees_no_actions_and_a_forged_post_is_refused(browser, live_server, people, decisions, settings):
     superevent, = make_superevents(1, waiting=(0,))
     sign_in(browser, live_server, "rita", "rita-pw")
+    # The list refreshes itself (htmx polling the rows) without a full reload.
+    browser.execute_script("window.notReloaded = true")
+    newer = annotated_event(gpstime=T0 + 5000).superevent
+    WebDriverWait(browser, 20).until(expected_conditions.presence_of_element_located(
+        (By.CSS_SELECTOR, f'tr[data-id="{newer.superevent_id}"]')))
+    assert browser.execute_script("return window.notReloaded") is True
     browser.get(live_server.url + reverse("dashboard:superevent", args=[superevent.superevent_id]))
     assert browser.find_elements(By.ID, "actions") == []
     assert browser.find_elements(By.CSS_SELECTOR, "main form[method=post]") == []
