@@ -89,7 +89,7 @@ def _timeline(superevent, events, logs, step_runs):
         items.append({"time": log.created, "kind": "log", "owner": log.owner_id_text, "text": log.message})
     for run in step_runs:
         seconds = (run.finished - run.started).total_seconds() if run.finished else None
-        owner = run.superevent.superevent_id if run.superevent_id else run.event.graceid
+        owner = run.superevent.superevent_id if run.superevent_id else (run.event.graceid if run.event_id else "")
         items.append({"time": run.started, "kind": f"step ({run.status})", "owner": owner,
                       "text": run.step + (f": {run.error}" if run.error else ""),
                       "duration": duration_words(seconds)})
