@@ -164,3 +164,21 @@ class SupereventDayCounterAdmin(admin.ModelAdmin):
     list_display = ["category", "date", "next_index"]
     list_filter = ["category"]
     search_fields = ["date"]
+
+
+@admin.register(models.AuditRecord)
+class AuditRecordAdmin(admin.ModelAdmin):
+    """Read-only: the audit trail is written by alerts.decisions only."""
+
+    list_display = ["created", "username", "action", "target", "outcome", "via"]
+    list_filter = ["outcome", "via", "action"]
+    search_fields = ["username", "target", "detail"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

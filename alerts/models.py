@@ -6,6 +6,7 @@ here by the services (``alerts.events``, ``alerts.superevents`` ...).
 """
 import hashlib
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -387,3 +388,30 @@ class SkymapSummary(models.Model):
 
     def __str__(self):
         return f"{self.file}: 90% area {self.area_90_deg2:.0f} deg2"
+
+
+class AuditRecord(models.Model):
+    """One human act (who, when, what, the request, the outcome), kept also
+    when the act was refused (alerts.decisions writes them)."""
+
+    class Outcome(models.TextChoices):
+        DONE = "done", "Done"
+        REFUSED = "refused", "Refused"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    username = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=128, blank=True, default="")
+    request = models.JSONField(default=dict, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    detail = models.TextField(blank=True, default="")
+    via = models.CharField(max_length=32, default="api")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["target", "created"])]
+
+    def __str__(self):
+        return f"{self.username or '?'} {self.action} {self.target}: {self.outcome}"

@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
 ]
 
@@ -140,16 +142,30 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Basic first: its WWW-Authenticate header makes DRF answer anonymous
+    # requests 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.BasicAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": [
-        "rest_framework.permissions.IsAuthenticatedOrReadOnly",
-    ],
+    "DEFAULT_PERMISSION_CLASSES": ["alerts.roles.RoleRequired"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "alerts.api.errors.json_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# OpenAPI 3 schema at /api/schema/, Swagger UI at /api/docs/ served from the
+# sidecar package (no CDN); both for signed-in users only.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Alert orchestrator API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["alerts.roles.RoleRequired"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Task workers (django-q2) -------------------------------------------------
@@ -281,6 +297,8 @@ ORCHESTRATOR = {
     # Vet every new superevent and send its preliminary alert without human
     # action; off, new superevents are left alone.
     "PRELIMINARY_ALERTS": env_bool("ORCHESTRATOR_PRELIMINARY_ALERTS", True),
+    # ADVOK sends the Initial and ADVNO the Retraction (alerts.decisions).
+    "ADVOCATE_VERDICT_SENDS": env_bool("ORCHESTRATOR_ADVOCATE_VERDICT_SENDS", True),
     # Before its products are used, the preferred event's annotations
     # (COMPLETE_ANNOTATIONS) are awaited: re-checked every ANNOTATION_POLL_S
     # seconds for at most ANNOTATION_MAX_WAIT_S, after which the alert goes

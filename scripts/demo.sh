@@ -15,6 +15,8 @@ export ORCHESTRATOR_ANNOTATION_MAX_WAIT_S=${ORCHESTRATOR_ANNOTATION_MAX_WAIT_S:-
 $PY manage.py migrate --noinput
 DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_PASSWORD=admin DJANGO_SUPERUSER_EMAIL=admin@example.org \
   $PY manage.py createsuperuser --noinput >/dev/null 2>&1 || true
+ADVOCATE_TOKEN=$($PY manage.py add_user advocate --advocate --password advocate 2>/dev/null \
+  || $PY -c "import django,os;os.environ.setdefault('DJANGO_SETTINGS_MODULE','orchestrator_site.settings');django.setup();from rest_framework.authtoken.models import Token;print(Token.objects.get(user__username='advocate').key)")
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -33,7 +35,10 @@ The orchestrator is running:
   dashboard  http://127.0.0.1:$PORT/   sign in as advocate: user admin, password admin
   admin      http://127.0.0.1:$PORT/admin/   (user admin, password admin)
              superevents: http://127.0.0.1:$PORT/admin/alerts/superevent/
-  REST API   http://127.0.0.1:$PORT/api/superevents/
+  REST API   http://127.0.0.1:$PORT/api/superevents/   (docs: /api/docs/)
+  advocate   user advocate, password advocate; API token $ADVOCATE_TOKEN, e.g.
+             curl -u advocate:advocate http://127.0.0.1:$PORT/api/superevents/?waiting=true
+             .venv/bin/python manage.py send_alert <superevent> initial --dry-run
   notices    var/outbox/<superevent>/ (JSON, Avro, VOEvent), once BAYESTAR has made
              each sky map (10-30 s per event on a laptop, one at a time)
   logs       var/web.log (web server), var/worker.log (django-q2 workers)

@@ -6,7 +6,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
+from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
+
+from alerts.vocabulary import ADVOCATES_GROUP, PIPELINES_GROUP
 
 from alerts.models import Event, File, Label, Log, Rejection, Superevent
 from tests.intake import damaged_array, superevent_manager_only  # noqa: F401 (fixture)
@@ -17,6 +20,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 @pytest.fixture
 def client():
     user = get_user_model().objects.create_user("gstlal-uploader", password="not-used")
+    for name in (ADVOCATES_GROUP, PIPELINES_GROUP):  # uploads and labels
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
     token = Token.objects.create(user=user)
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")

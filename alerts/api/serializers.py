@@ -120,3 +120,69 @@ class FileUploadSerializer(serializers.Serializer):
 
 class LabelSerializer(serializers.Serializer):
     name = serializers.RegexField(r"^[A-Za-z0-9_]{1,32}$")
+
+
+def _event_brief(event):
+    if event is None:
+        return None
+    return {"graceid": event.graceid, "group": event.group, "pipeline": event.pipeline, "search": event.search,
+            "gpstime": event.gpstime, "far": event.far, "snr": event.snr, "instruments": event.instruments}
+
+
+class SupereventRowSerializer(SupereventSerializer):
+    """A row of the superevent list: everything from prefetched rows (no
+    query per row); the sky map without its summary."""
+
+    preferred_event_data = serializers.SerializerMethodField()
+    alert_sent = serializers.SerializerMethodField()
+
+    class Meta(SupereventSerializer.Meta):
+        fields = SupereventSerializer.Meta.fields + ["preferred_event_data", "alert_sent"]
+
+    def get_skymap(self, obj):
+        maps = [f for f in obj.files.all() if f.name.endswith(products.MULTIORDER_SUFFIX)
+                and products.SKY_LOC_TAG in f.tags]
+        newest = max(maps, key=lambda f: (f.created, f.pk), default=None)
+        return {"filename": newest.filename, "url": file_url(newest)} if newest else None
+
+    def get_preferred_event_data(self, obj):
+        return _event_brief(obj.preferred_event)
+
+    def get_alert_sent(self, obj):
+        return bool(obj.notices.all())
+
+
+class SupereventDetailSerializer(SupereventSerializer):
+    """One superevent with its preferred event, files with versions, logs,
+    notices with delivery state and step runs with durations."""
+
+    preferred_event_data = serializers.SerializerMethodField()
+    files = serializers.SerializerMethodField()
+    logs = serializers.SerializerMethodField()
+    notices = serializers.SerializerMethodField()
+    steps = serializers.SerializerMethodField()
+
+    class Meta(SupereventSerializer.Meta):
+        fields = SupereventSerializer.Meta.fields + ["preferred_event_data", "files", "logs", "notices", "steps"]
+
+    def get_preferred_event_data(self, obj):
+        return _event_brief(obj.preferred_event)
+
+    def get_files(self, obj):
+        return [{"filename": f.filename, "name": f.name, "version": f.version, "tags": f.tags,
+                 "created": f.created, "url": file_url(f)} for f in obj.files.all()]
+
+    def get_logs(self, obj):
+        return [{"created": entry.created, "message": entry.message, "tags": entry.tags}
+                for entry in obj.logs.all()]
+
+    def get_notices(self, obj):
+        return [{"identity": n.identity, "alert_type": n.alert_type, "serial": n.serial, "reason": n.reason,
+                 "role": n.role, "created": n.created,
+                 "deliveries": [{"destination": d.destination, "format": d.format, "status": d.status,
+                                 "attempts": d.attempts, "sent_at": d.sent_at} for d in n.deliveries.all()]}
+                for n in obj.notices.all()]
+
+    def get_steps(self, obj):
+        return [{"step": run.step, "status": run.status, "duration_s": run.duration_s}
+                for run in obj.step_runs.all()]

@@ -6,13 +6,17 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from alerts import store
+from alerts import decisions, roles, store
 from alerts.api.serializers import (EventSerializer, EventUploadSerializer, FileSerializer,
                                     FileUploadSerializer, LabelSerializer, LogSerializer,
+                                    SupereventDetailSerializer, SupereventRowSerializer,
                                     SupereventSerializer)
 from alerts.events import (PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, add_event_file,
                            create_event, reject, validate_file_name)
-from alerts.models import Event, File, Superevent
+from django.db.models import Exists, OuterRef, Prefetch
+
+from alerts.models import Event, File, Label, Notice, Superevent
+from alerts.vocabulary import ADVREQ, MULTIORDER_SUFFIX, VERDICT_LABELS
 
 API_SOURCE = "api"
 
@@ -32,6 +36,7 @@ def superevent_or_404(superevent_id):
 
 class EventList(generics.ListAPIView):
     serializer_class = EventSerializer
+    write_role = roles.PIPELINE
 
     def get_queryset(self):
         queryset = Event.objects.select_related("superevent").prefetch_related("labels")
@@ -70,18 +75,63 @@ class EventDetail(generics.RetrieveAPIView):
 
 
 class SupereventList(generics.ListAPIView):
-    serializer_class = SupereventSerializer
+    """Filters: category, label, t_0_min/t_0_max (GPS s), far_min/far_max (Hz),
+    alert_sent (true/false), waiting (ADVREQ without a verdict: true/false)."""
+
+    serializer_class = SupereventRowSerializer
+
+    def list(self, request, *args, **kwargs):
+        try:
+            return super().list(request, *args, **kwargs)
+        except ValueError as error:
+            return Response({"error": str(error)}, status=status.HTTP_400_BAD_REQUEST)
 
     def get_queryset(self):
-        queryset = Superevent.objects.select_related("preferred_event").prefetch_related("labels", "events")
-        if "category" in self.request.query_params:
-            queryset = queryset.filter(category=self.request.query_params["category"])
+        params = self.request.query_params
+        queryset = Superevent.objects.select_related("preferred_event").prefetch_related(
+            "labels", "events", "notices",
+            Prefetch("files", queryset=File.objects.filter(name__endswith=MULTIORDER_SUFFIX)))
+        if "category" in params:
+            queryset = queryset.filter(category=params["category"])
+        for name, lookup in (("t_0_min", "t_0__gte"), ("t_0_max", "t_0__lte"),
+                             ("far_min", "far__gte"), ("far_max", "far__lte")):
+            if name in params:
+                queryset = queryset.filter(**{lookup: number_param(params, name)})
+        if "label" in params:
+            queryset = queryset.filter(labels__name=params["label"])
+        if "alert_sent" in params:
+            sent = Exists(Notice.objects.filter(superevent=OuterRef("pk")))
+            queryset = queryset.filter(sent if bool_param(params, "alert_sent") else ~sent)
+        if "waiting" in params:
+            def labelled(names):
+                return Exists(Label.objects.filter(superevent=OuterRef("pk"), name__in=names))
+            waiting = labelled([ADVREQ]) & ~labelled(list(VERDICT_LABELS))
+            queryset = queryset.filter(waiting if bool_param(params, "waiting") else ~waiting)
         return queryset
 
 
+def number_param(params, name):
+    try:
+        value = float(params[name])
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {params[name]!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number")
+    return value
+
+
+def bool_param(params, name):
+    value = params[name].lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValueError(f"{name} must be true or false, not {params[name]!r}")
+    return value in ("true", "1")
+
+
 class SupereventDetail(generics.RetrieveAPIView):
-    serializer_class = SupereventSerializer
-    queryset = Superevent.objects.all()
+    serializer_class = SupereventDetailSerializer
+    queryset = Superevent.objects.select_related("preferred_event").prefetch_related(
+        "labels", "events", "files", "logs", "step_runs",
+        Prefetch("notices", queryset=Notice.objects.prefetch_related("deliveries")))
     lookup_field = "superevent_id"
 
 
@@ -95,6 +145,8 @@ class OwnerMixin:
 
 
 class FileList(OwnerMixin, APIView):
+    write_role = roles.PIPELINE
+
     def get(self, request, **kwargs):
         files = File.objects.filter(**store.owner_kwargs(self.owner()))
         return Response(FileSerializer(files, many=True).data)
@@ -139,6 +191,8 @@ class FileContent(OwnerMixin, APIView):
 
 
 class LabelList(OwnerMixin, APIView):
+    write_role = roles.ADVOCATE
+
     def get(self, request, **kwargs):
         return Response(sorted(self.owner().label_names()))
 
@@ -147,7 +201,11 @@ class LabelList(OwnerMixin, APIView):
         form = LabelSerializer(data=request.data)
         if not form.is_valid():
             return bad_request("label name must be 1-32 letters, digits or underscores")
-        created = store.add_label(owner, form.validated_data["name"], creator=request.user.get_username())
+        try:
+            created = decisions.add_label(owner, form.validated_data["name"], user=request.user)
+        except decisions.Refused as error:
+            return Response({"error": str(error)}, status=error.status)
+        created = created is not False
         return Response({"name": form.validated_data["name"], "created": created},
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
@@ -155,6 +213,15 @@ class LabelList(OwnerMixin, APIView):
 class LogList(OwnerMixin, generics.ListAPIView):
     serializer_class = LogSerializer
     pagination_class = None
+    write_role = roles.ADVOCATE
+
+    def post(self, request, **kwargs):
+        text = request.data.get("comment", request.data.get("message")) if hasattr(request.data, "get") else None
+        try:
+            entry = decisions.add_comment(self.owner(), text, user=request.user)
+        except decisions.Refused as error:
+            return Response({"error": str(error)}, status=error.status)
+        return Response(LogSerializer(entry).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         return self.owner().logs.select_related("file")
