@@ -97,7 +97,7 @@ def test_advocate_sends_the_initial_and_retracts_another(browser, live_server, p
     older, waiting = make_superevents(2, waiting=(1,))
     # A real Mollweide plot and data-quality report for the screenshot.
     event = waiting.preferred_event
-    add_file(event, "bayestar.png", plot_allsky(tiny_skymap()), tags=[SKY_LOC_TAG], announce=False)
+    add_file(waiting, "bayestar.png", plot_allsky(tiny_skymap()), tags=[SKY_LOC_TAG], announce=False)
     add_file(event, DATA_QUALITY_REPORT, json.dumps(DQ_REPORT).encode(), tags=[DATA_QUALITY_TAG], announce=False)
     sign_in(browser, live_server, "ada", "ada-pw")
     row = browser.find_element(By.CSS_SELECTOR, "tr.waiting")
