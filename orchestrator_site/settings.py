@@ -171,6 +171,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The dashboard's sign-in page; pages send anonymous visitors there.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:list"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))

@@ -1,9 +1,9 @@
-"""URL routes: the REST API under /api/, the Django admin, media files."""
+"""URL routes: the advocate dashboard at the root, the REST API under /api/,
+the Django admin, media files."""
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from alerts import health_view
 
@@ -13,7 +13,7 @@ urlpatterns = [
     path("metrics", health_view.metrics, name="metrics"),
     path("api/", include("alerts.api.urls")),
     path("gracedb/api/", include("alerts.gracedb_api.urls")),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", include("alerts.dashboard.urls")),
 ] + static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 
 handler400 = "orchestrator_site.errors.bad_request"

@@ -43,6 +43,7 @@ Q_LOG_LEVEL=WARNING $PY manage.py replay --count "$REPLAY_COUNT" --rate 2
 cat <<MSG
 
 The orchestrator is running:
+  dashboard  http://127.0.0.1:$PORT/   sign in as an advocate: user advocate, password advocate (or admin/admin)
   admin      http://127.0.0.1:$PORT/admin/   (user admin, password admin)
              superevents: http://127.0.0.1:$PORT/admin/alerts/superevent/
   REST API   http://127.0.0.1:$PORT/api/superevents/   (docs: /api/docs/)
