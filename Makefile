@@ -20,13 +20,14 @@ demo: install
 test: install
 	bash scripts/test.sh
 
-# The three benchmark commands in turn (README.md, "Benchmarks"): the first
-# two need PostgreSQL, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator
+# The four benchmark commands in turn (README.md, "Benchmarks"): the first
+# two and the last need PostgreSQL, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator
 # (REDIS_URL set: the latency benchmark uses Redis); BAYESTAR takes minutes.
 benchmark: install
 	$(PY) manage.py benchmark_superevents
 	$(PY) manage.py benchmark_alert_latency
 	$(PY) manage.py benchmark_bayestar
+	$(PY) manage.py benchmark_gracedb_upload
 
 clean:
 	rm -rf $(VENV) var

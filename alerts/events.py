@@ -56,7 +56,9 @@ def reject(source, reason, excerpt=b""):
     """Record refused input so that nothing disappears silently."""
     if isinstance(excerpt, bytes):
         excerpt = excerpt[:REJECTION_EXCERPT_CHARS].decode("utf-8", "replace")
-    Rejection.objects.create(source=source, reason=str(reason), excerpt=str(excerpt)[:REJECTION_EXCERPT_CHARS])
+    # PostgreSQL text refuses NUL, which binary uploads (psd.xml.gz) hold.
+    excerpt = str(excerpt)[:REJECTION_EXCERPT_CHARS].replace("\x00", "")
+    Rejection.objects.create(source=source, reason=str(reason).replace("\x00", ""), excerpt=excerpt)
     logger.warning("rejected %s input: %s", source, reason)
 
 

@@ -36,6 +36,9 @@ DQR_REQUEST = "DQR_REQUEST"
 VERDICT_LABELS = (ADVOK, ADVNO)
 DQ_LABELS = (DQOK, DQV, INJ)
 READY_LABELS = (SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY)
+LABELS = (ADVREQ, ADVOK, ADVNO, DQOK, DQV, INJ, SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY, EM_READY,
+          GCN_PRELIM_SENT, SIGNIF_LOCKED, LOW_SIGNIF_LOCKED, DQR_REQUEST)
+"""Every label the orchestrator uses (the GraceDB surface lists them)."""
 
 # --- files and tags ---------------------------------------------------------------
 COINC_FILENAME = "coinc.xml"
@@ -58,6 +61,7 @@ DATA_QUALITY_TAG = "data_quality"
 PUBLIC_TAG = "public"
 EM_FOLLOW_TAG = "em_follow"
 COMPUTED_TAG = "computed"
+SIGNOFF_TAG = "signoff"
 
 
 def circular_filename(alert_type):
