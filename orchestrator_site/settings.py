@@ -391,3 +391,16 @@ IGWN_ALERT = {
     "progress_interval_s": env_float("IGWN_ALERT_PROGRESS_INTERVAL_S", 10.0),
     "log_interval_s": 10.0,
 }
+
+# GraceDB as the source (alerts/gracedb_source.py): files announced by IGWN
+# Alert messages are downloaded from GRACEDB_URL (e.g.
+# https://gracedb.ligo.org/api/) with HTTP basic credentials when a user is
+# set; off when GRACEDB_URL is empty (files then come from
+# ORCHESTRATOR_INGEST_FILES_DIR).
+GRACEDB = {
+    "url": os.environ.get("GRACEDB_URL", ""),
+    "username": os.environ.get("GRACEDB_USERNAME", ""),
+    "password": os.environ.get("GRACEDB_PASSWORD", ""),
+    "retry": {"initial_s": env_float("GRACEDB_RETRY_INITIAL_S", 2.0), "factor": 2.0,
+              "max_attempts": int(env_float("GRACEDB_RETRY_MAX_ATTEMPTS", 6))},
+}
