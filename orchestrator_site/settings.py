@@ -401,6 +401,8 @@ GRACEDB = {
     "url": os.environ.get("GRACEDB_URL", ""),
     "username": os.environ.get("GRACEDB_USERNAME", ""),
     "password": os.environ.get("GRACEDB_PASSWORD", ""),
+    # Write this orchestrator's products and labels back to that GraceDB.
+    "write_back": env_bool("GRACEDB_WRITE_BACK", False),
     "retry": {"initial_s": env_float("GRACEDB_RETRY_INITIAL_S", 2.0), "factor": 2.0,
               "max_attempts": int(env_float("GRACEDB_RETRY_MAX_ATTEMPTS", 6))},
 }

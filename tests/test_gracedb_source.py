@@ -16,8 +16,8 @@ import requests
 from django.db import connection
 from ligo.gracedb.rest import GraceDb
 
-from alerts import gracedb_source, listen
-from alerts.models import Event, File, Log, Notice
+from alerts import gracedb_source, gracedb_writeback, listen
+from alerts.models import Event, File, Log, Notice, WriteBack
 from tests.test_ingest import log_message, message
 from tests.test_listen import broker, conf_for, publish  # noqa: F401 (fixture)
 
@@ -58,7 +58,8 @@ def remote_gracedb(tmp_path, worker_env):
     subprocess.run([*manage, "shell", "-c",
                     "from django.contrib.auth.models import Group, User;"
                     f"u = User.objects.create_user('gstlal-robot', password='{PASSWORD}');"
-                    "u.groups.add(Group.objects.get_or_create(name='pipelines')[0])"],
+                    "u.groups.add(Group.objects.get_or_create(name='pipelines')[0],"
+                    "             Group.objects.get_or_create(name='advocates')[0])"],
                    cwd=ROOT, env=env, check=True)
     port = free_port()
     server = subprocess.Popen([*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
@@ -101,7 +102,8 @@ def test_an_event_announced_by_messages_only_is_fetched_localized_and_alerted(
     graceid = remote_event["graceid"]
     pipeline.write_log(graceid, "PSD", filename="psd.xml.gz", filecontents=mock.psd_xml_gz, tag_name=["psd"])
 
-    settings.GRACEDB = {**settings.GRACEDB, "url": api, "username": user, "password": password}
+    settings.GRACEDB = {**settings.GRACEDB, "url": api, "username": user, "password": password,
+                        "write_back": True}
     # p_astro at arrival (no ranking_data.xml.gz is announced here).
     settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "PRELIMINARY_ALERTS": True, "PASTRO_FROM_RANKING_DATA": []}
     group = f"gracedb-{uuid.uuid4().hex[:6]}"
@@ -122,6 +124,25 @@ def test_an_event_announced_by_messages_only_is_fetched_localized_and_alerted(
     assert "SKYMAP_READY" in event.label_names()
     assert event.superevent is not None
     assert Notice.objects.filter(superevent=event.superevent, alert_type="PRELIMINARY").count() == 1
+
+    # Written back: the sky map and labels made here are on the remote event,
+    # each once; what came from GraceDB (coinc.xml, psd.xml.gz) is not sent back.
+    assert not WriteBack.objects.exclude(state="done").exists(), list(WriteBack.objects.values_list("key", "last_error"))
+    assert WriteBack.objects.filter(key__startswith="file:").exists(), list(WriteBack.objects.values_list("key", "state"))
+    remote_files = set(pipeline.files(graceid).json())
+    assert "bayestar.multiorder.fits,0" in remote_files, [(l.get("comment"), l.get("filename")) for l in pipeline.logs(graceid).json()["log"]]
+    assert "bayestar.multiorder.fits,1" not in remote_files
+    assert "coinc.xml,1" not in remote_files and "psd.xml.gz,1" not in remote_files
+    remote_labels = {label["name"] for label in pipeline.labels(graceid).json()["labels"]}
+    assert {"SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"} <= remote_labels
+
+    # A task that died after the remote write but before recording it:
+    # run again, it finds its write in the remote log and writes nothing.
+    skymap = File.objects.get(event=event, name="bayestar.multiorder.fits")
+    WriteBack.objects.filter(key=f"file:{skymap.pk}").update(state="pending", attempts=1)
+    gracedb_writeback.write_back(f"file:{skymap.pk}")
+    assert WriteBack.objects.get(key=f"file:{skymap.pk}").state == "done"
+    assert "bayestar.multiorder.fits,1" not in set(pipeline.files(graceid).json())
 
 
 def test_a_download_that_fails_for_a_while_is_retried_and_a_refusal_is_logged(monkeypatch, mock_events, settings):
