@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 # Modules whose @handles subscriptions make up the workflow; importing them
 # registers their handlers.
-HANDLER_MODULES = ["alerts.superevents", "alerts.orchestrator", "alerts.annotations"]
+HANDLER_MODULES = ["alerts.superevents", "alerts.orchestrator", "alerts.annotations", "alerts.gracedb_writeback"]
 
 
 class AlertsConfig(AppConfig):

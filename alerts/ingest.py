@@ -15,7 +15,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, validate_tags, validate_text, add_event_file, create_event, finite_number, quoted, reject)
+from alerts import gracedb_source, workers
+from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, add_event_file, create_event, finite_number, quoted,
+                           reject, validate_tags, validate_text)
 from alerts.models import Category, Event, Superevent
 from alerts.science.coinc import chirp_mass
 from alerts.store import add_label, log, remove_label
@@ -349,6 +351,11 @@ def apply_log(owner, uid, data):
                 raise MessageError(f"{uid}: {error}") from None
             log(owner, f"Ingested {filename} announced by IGWN Alert", external_key=key)
             return f"{uid}: file {filename} stored"
+        if isinstance(owner, Event) and gracedb_source.enabled():
+            log(owner, f"{comment} (file {filename} announced; downloading it from GraceDB)".strip(),
+                tags=tag_names, external_key=key)
+            workers.enqueue(gracedb_source.FETCH_TASK, owner.pk, filename, tag_names or None)
+            return f"{uid}: file {filename} announced, downloading it from GraceDB"
         log(owner, f"{comment} (file {filename} announced; not available locally)".strip(),
             tags=tag_names, external_key=key)
         return f"{uid}: file {filename} announced, not available locally"

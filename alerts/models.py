@@ -425,3 +425,28 @@ class AuditRecord(models.Model):
 
     def __str__(self):
         return f"{self.username or '?'} {self.action} {self.target}: {self.outcome}"
+
+
+class WriteBack(models.Model):
+    """One product, label or log written back to the source GraceDB
+    (alerts.gracedb_writeback): claimed before the remote write and marked
+    done after it, so a retried task never writes it twice."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    key = models.CharField(max_length=160, unique=True, help_text="what is written, e.g. file:<pk>")
+    target = models.CharField(max_length=32, blank=True, default="", help_text="remote graceid or superevent id")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "created"])]
+
+    def __str__(self):
+        return f"{self.key} -> {self.target or '?'} ({self.state})"

@@ -486,3 +486,39 @@ try:
     ORCHESTRATOR = apply_policy_overrides(ORCHESTRATOR, os.environ)
 except PolicyError as error:
     raise ImproperlyConfigured(str(error)) from None
+
+# Live IGWN Alert intake (manage.py listen, alerts/listen.py): GraceDB's
+# topics "<group>.<kind>" on a Kafka broker, with a hop / IGWN Alert account
+# (SCRAM over SASL_SSL when a username is set). The consumer group keeps
+# the position across restarts.
+IGWN_ALERT = {
+    "broker": os.environ.get("IGWN_ALERT_BROKER", "kafka.scimma.org"),
+    "group": os.environ.get("IGWN_ALERT_GROUP", "gracedb"),
+    "kinds": os.environ.get(
+        "IGWN_ALERT_TOPICS",
+        "superevent,mdc_superevent,test_superevent,cbc_gstlal,cbc_pycbc,cbc_mbta,cbc_spiir,"
+        "burst_cwb,burst_olib,burst_mly",
+    ).split(","),
+    "consumer_group": os.environ.get("IGWN_ALERT_CONSUMER_GROUP", "alert-orchestrator"),
+    "username": os.environ.get("IGWN_ALERT_USERNAME", ""),
+    "password": os.environ.get("IGWN_ALERT_PASSWORD", ""),
+    "security_protocol": os.environ.get("IGWN_ALERT_SECURITY_PROTOCOL", "SASL_SSL"),
+    "sasl_mechanism": os.environ.get("IGWN_ALERT_SASL_MECHANISM", "SCRAM-SHA-512"),
+    "progress_interval_s": env_float("IGWN_ALERT_PROGRESS_INTERVAL_S", 10.0),
+    "log_interval_s": 10.0,
+}
+
+# GraceDB as the source (alerts/gracedb_source.py): files announced by IGWN
+# Alert messages are downloaded from GRACEDB_URL (e.g.
+# https://gracedb.ligo.org/api/) with HTTP basic credentials when a user is
+# set; off when GRACEDB_URL is empty (files then come from
+# ORCHESTRATOR_INGEST_FILES_DIR).
+GRACEDB = {
+    "url": os.environ.get("GRACEDB_URL", ""),
+    "username": os.environ.get("GRACEDB_USERNAME", ""),
+    "password": os.environ.get("GRACEDB_PASSWORD", ""),
+    # Write this orchestrator's products and labels back to that GraceDB.
+    "write_back": env_bool("GRACEDB_WRITE_BACK", False),
+    "retry": {"initial_s": env_float("GRACEDB_RETRY_INITIAL_S", 2.0), "factor": 2.0,
+              "max_attempts": int(env_float("GRACEDB_RETRY_MAX_ATTEMPTS", 6))},
+}
