@@ -387,3 +387,45 @@ class SkymapSummary(models.Model):
 
     def __str__(self):
         return f"{self.file}: 90% area {self.area_90_deg2:.0f} deg2"
+
+
+class Vetting(models.Model):
+    """Where a superevent's automatic preliminary flow stands (one row per
+    superevent; its logs keep the human-readable history).
+
+    Each stage is claimed once with one conditional UPDATE on this row
+    (``filter(pk=..., state__in=...).update(...)``: the row count says who
+    won), so two workers never run the same stage.
+    """
+
+    class State(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"  # waiting for the preferred event to settle
+        WAITING = "waiting", "Waiting for annotations"
+        RUNNING = "running", "Running"  # attempt ``attempt`` holds the claim since ``claimed_at``
+        FAILED = "failed", "Failed"  # attempt ``attempt`` raised; free for a retry
+        DONE = "done", "Done"  # the first pass ended (alert or gate)
+
+    superevent = models.OneToOneField(Superevent, on_delete=models.CASCADE, related_name="vetting")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.SCHEDULED)
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=200, blank=True, default="")
+    reason = models.TextField(blank=True, default="")  # why the latest attempt failed
+    scheduled = models.BooleanField(default=False)  # handle_superevent queued the vetting
+    cleanup_scheduled = models.BooleanField(default=False)
+    cleanup_done = models.BooleanField(default=False)  # the clean-up pass claimed
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(state__in=["scheduled", "waiting", "running", "failed", "done"]), name="vetting_state_valid"),
+            models.CheckConstraint(
+                condition=~models.Q(state__in=["running", "failed"]) | models.Q(attempt__gte=1, claimed_at__isnull=False),
+                name="vetting_attempt_is_claimed"),
+            models.CheckConstraint(condition=~models.Q(state="done") | models.Q(finished_at__isnull=False),
+                                   name="vetting_done_has_finished_at"),
+        ]
+        indexes = [models.Index(fields=["state", "claimed_at"], name="vetting_state_claimed")]
+
+    def __str__(self):
+        return f"{self.superevent_id}: {self.state} (attempt {self.attempt})"

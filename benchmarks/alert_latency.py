@@ -400,11 +400,10 @@ def new_event(index, with_pastro, complete):
 
 def waiting_superevent(event_pk):
     """(superevent pk, id) once the orchestrator waits for the event's annotations."""
-    from alerts.models import Event, Log
-    from alerts.orchestrator.vetting import WAITING_KEY
+    from alerts.models import Event, Vetting
 
     superevent_pk = Event.objects.filter(pk=event_pk).values_list("superevent_id", flat=True).first()
-    if superevent_pk and Log.objects.filter(superevent_id=superevent_pk, external_key=WAITING_KEY).exists():
+    if superevent_pk and Vetting.objects.filter(superevent_id=superevent_pk, state=Vetting.State.WAITING).exists():
         return superevent_pk
     return None
 

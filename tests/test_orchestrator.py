@@ -15,7 +15,7 @@ from lxml import etree
 from alerts import delivery, detchar_task, orchestrator, products, transports, workers
 from alerts.orchestrator import alerts as orchestrator_alerts
 from alerts.orchestrator import gates, vetting
-from alerts.models import Log, Notice, NoticeDelivery, NoticePayload, StepRun, Superevent
+from alerts.models import Log, Notice, Vetting, NoticeDelivery, NoticePayload, StepRun, Superevent
 from alerts.store import add_file, add_label
 from tests.annotated import CBC_READY, EM_BRIGHT, P_ASTRO, TINY_PNG, annotated_event, tiny_skymap, write_frames
 from tests.factories import T0, make_event
@@ -523,8 +523,8 @@ def test_a_vetting_whose_worker_died_is_resumed_once_its_claim_expires(settings,
     run_next(deferred, vetting.VET_TASK)
     assert reasons(superevent) == [] and deferred == []
 
-    Log.objects.filter(superevent=superevent, external_key=f"{vetting.VETTING_KEY}:1").update(
-        created=timezone.now() - datetime.timedelta(seconds=timeout_s + 1))
+    Vetting.objects.filter(superevent=superevent).update(
+        claimed_at=timezone.now() - datetime.timedelta(seconds=timeout_s + 1))
     assert orchestrator.resume_vetting() == 1
     assert deferred[0][2] == 0.0
     run_next(deferred, vetting.VET_TASK)
@@ -536,8 +536,8 @@ def test_a_vetting_whose_worker_died_is_resumed_once_its_claim_expires(settings,
     old = annotated_event(gpstime=T0 + 100)
     deferred.clear()
     assert vetting.claim_vetting(superevent_of(old), old) == 1
-    Log.objects.filter(superevent=superevent_of(old), external_key__startswith=vetting.VETTING_KEY).update(
-        created=timezone.now() - datetime.timedelta(seconds=settings.ORCHESTRATOR["VETTING"]["resume_window_s"] + 1))
+    Vetting.objects.filter(superevent=superevent_of(old)).update(
+        claimed_at=timezone.now() - datetime.timedelta(seconds=settings.ORCHESTRATOR["VETTING"]["resume_window_s"] + 1))
     assert orchestrator.resume_vetting() == 0 and deferred == []
 
 
@@ -733,3 +733,48 @@ def test_gates_are_pure_and_a_verdict_comes_first(settings):
     assert gates.alert_kind(advok, policy, cleanup=True)[0] is None
     vetoed = gates.Candidate(**{**base.__dict__, "superevent_labels": frozenset({"DQV", "ADVNO"})})
     assert "ADVNO" in gates.alert_kind(vetoed, policy)[1]
+
+
+# --- the Vetting row: claims and the migration from log keys ------------------------
+
+
+def test_of_two_claims_of_one_vetting_one_wins(settings, outbox, deferred):
+    event = annotated_event()
+    superevent = superevent_of(event)
+    deferred.clear()
+    row = vetting.row(superevent)
+    # Both workers read the row as it is, then both try the conditional UPDATE.
+    claimable = dict(pk=row.pk, attempt=row.attempt, state__in=["scheduled", "waiting", "failed"])
+    now = timezone.now()
+    first = Vetting.objects.filter(**claimable).update(state="running", attempt=row.attempt + 1, claimed_at=now)
+    second = Vetting.objects.filter(**claimable).update(state="running", attempt=row.attempt + 1, claimed_at=now)
+    assert (first, second) == (1, 0)
+    # Through the orchestrator: a live claim keeps a second worker out.
+    Vetting.objects.filter(pk=row.pk).update(state="scheduled", attempt=0, claimed_at=None)
+    assert vetting.claim_vetting(superevent, event) == 1
+    assert vetting.claim_vetting(superevent, event) is None
+    stored = Vetting.objects.get(pk=row.pk)
+    assert (stored.state, stored.attempt) == ("running", 1) and stored.claimed_at is not None
+
+
+def test_the_migration_builds_vetting_rows_from_the_log_keys(settings):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("alerts.migrations.0005_vetting")
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "PRELIMINARY_ALERTS": False}
+    done, failed, waiting = (superevent_of(make_event(gpstime=T0 + 100 * i)) for i in range(3))
+    Vetting.objects.all().delete()
+    for superevent, keys in ((done, ["scheduled", "vetting:1", "vetting-failed:1", "vetting:2", "vetted",
+                                     "cleanup-scheduled", "cleanup"]),
+                             (failed, ["scheduled", "vetting:1", "vetting-failed:1"]),
+                             (waiting, ["scheduled", "waiting"])):
+        for key in keys:
+            Log.objects.create(superevent=superevent, message=key, external_key=f"orchestrator:{key}")
+    migration.vetting_from_logs(apps, None)
+    rows = {row.superevent_id: row for row in Vetting.objects.all()}
+    assert (rows[done.pk].state, rows[done.pk].attempt, rows[done.pk].cleanup_done) == ("done", 2, True)
+    assert rows[done.pk].finished_at is not None and rows[done.pk].cleanup_scheduled
+    assert (rows[failed.pk].state, rows[failed.pk].attempt, rows[failed.pk].cleanup_done) == ("failed", 1, False)
+    assert (rows[waiting.pk].state, rows[waiting.pk].attempt, rows[waiting.pk].scheduled) == ("waiting", 0, True)

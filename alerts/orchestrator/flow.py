@@ -37,7 +37,7 @@ def handle_superevent(superevent_pk):
         return
     superevent = Superevent.objects.get(pk=superevent_pk)
     timeout = policy()["ORCHESTRATOR_TIMEOUT_S"]
-    if vetting.claim(superevent, vetting.SCHEDULED_KEY,
+    if vetting.claim(superevent, "scheduled",
                      f"Orchestrator: vetting in {timeout:g} s, once the preferred event has settled"):
         if timeout > 0:
             workers.enqueue(vetting.VET_TASK, superevent_pk, 0, delay_s=timeout)
@@ -95,13 +95,13 @@ def wait_for_annotations(superevent, event, polls, missing):
     if not max_polls:
         return False
     if workers.run_inline():
-        vetting.claim(superevent, vetting.WAITING_KEY,
-                      f"Waiting for the annotations of {event.graceid} (missing: {', '.join(missing)}); tasks "
-                      f"run inline and cannot time out, so the alert goes out when they are complete")
+        vetting.claim_waiting(superevent, f"Waiting for the annotations of {event.graceid} (missing: "
+                                          f"{', '.join(missing)}); tasks run inline and cannot time out, so "
+                                          f"the alert goes out when they are complete")
         return True
     if polls < max_polls:
-        vetting.claim(superevent, vetting.WAITING_KEY, f"Waiting up to {max_wait:g} s for the annotations of "
-                                                       f"{event.graceid} (missing: {', '.join(missing)})")
+        vetting.claim_waiting(superevent, f"Waiting up to {max_wait:g} s for the annotations of "
+                                          f"{event.graceid} (missing: {', '.join(missing)})")
         workers.enqueue(vetting.VET_TASK, superevent.pk, polls + 1, delay_s=poll)
         return True
     return False
@@ -118,7 +118,7 @@ def annotations_arrived(event_pk, label_name):
     if superevent is None or superevent.preferred_event_id != event.pk \
             or gates.missing_annotations(candidate_of(event), policy()):
         return
-    if vetting.is_claimed(superevent, vetting.WAITING_KEY) and not vetting.vetting_state(superevent).attempt:
+    if vetting.is_waiting(superevent):
         vet_superevent(superevent.pk, 0)
 
 
@@ -131,7 +131,7 @@ def stop(superevent, why, prefix="No preliminary alert"):
 def cleanup_superevent(superevent_pk, first_kind, first_event_pk):
     """Re-select and freeze the preferred event; maybe a second preliminary."""
     superevent = Superevent.objects.get(pk=superevent_pk)
-    if not vetting.claim(superevent, vetting.CLEANUP_KEY, "Orchestrator: clean-up of the preferred event"):
+    if not vetting.claim(superevent, "cleanup_done", "Orchestrator: clean-up of the preferred event"):
         return
     # The first pass may have failed after issuing its notice: what was
     # issued counts, whatever the first pass could report.

@@ -1,13 +1,13 @@
 """Vetting state: claims (each stage runs once per superevent), attempts,
 retries and resumption after a worker died.
 
-Each attempt claims the superevent with a numbered log line
-(``orchestrator:vetting:N``) and marks it done (``orchestrator:vetted``)
-only when the pass has ended, by an alert or a gate. An attempt that raises
-records the failure (freeing the claim) and, with queued tasks, is tried
-again after ``VETTING["retry_delay_s"]``, up to ``max_attempts``; a claim
-whose worker died expires after ``claim_timeout_s`` (every step of a pass is
-idempotent, so a takeover repeats nothing).
+The state is one ``Vetting`` row per superevent, claimed with one
+conditional UPDATE per stage (the row count says who won); the log lines
+are the human-readable history. An attempt that raises records the failure
+(freeing the claim) and, with queued tasks, is tried again after
+``VETTING["retry_delay_s"]``, up to ``max_attempts``; a claim whose worker
+died expires after ``claim_timeout_s`` (every step of a pass is idempotent,
+so a takeover repeats nothing).
 """
 import dataclasses
 import datetime
@@ -19,7 +19,9 @@ from django.utils import timezone
 from alerts import vocabulary as v
 from alerts import workers
 from alerts.config import policy
-from alerts.models import Log, Notice, Superevent
+from django.db.models import Q
+
+from alerts.models import Notice, Vetting
 from alerts.orchestrator import gates
 from alerts.store import log
 from alerts.superevents import candidate_of
@@ -27,17 +29,7 @@ from alerts.superevents import candidate_of
 VET_TASK = "alerts.orchestrator.vet_superevent"
 CLEANUP_TASK = "alerts.orchestrator.cleanup_superevent"
 LOG_TAGS = ("orchestrator",)
-# External keys of the log lines that mark (and claim) each stage.
-SCHEDULED_KEY = "orchestrator:scheduled"
-WAITING_KEY = "orchestrator:waiting"
-# Vetting attempt N is claimed by "<VETTING_KEY>:N", fails with
-# "<VETTING_FAILED_KEY>:N" and the pass is done with VETTED_KEY.
-VETTING_PREFIX = "orchestrator:vet"
-VETTING_KEY = "orchestrator:vetting"
-VETTING_FAILED_KEY = "orchestrator:vetting-failed"
-VETTED_KEY = "orchestrator:vetted"
-CLEANUP_SCHEDULED_KEY = "orchestrator:cleanup-scheduled"
-CLEANUP_KEY = "orchestrator:cleanup"
+State = Vetting.State
 # A resumed vetting waits this much past the expiry of a live-looking claim.
 RESUME_MARGIN_S = 1.0
 
@@ -49,28 +41,38 @@ def gate_inputs(superevent, event):
                            superevent_labels=frozenset(superevent.label_names()), retracted=retracted)
 
 
-def claim(superevent, key, message):
-    """True the first time ``key`` is claimed for the superevent, else False.
+def row(superevent):
+    """The superevent's Vetting row, made on first use."""
+    return Vetting.objects.get_or_create(superevent_id=superevent.pk)[0]
 
-    The claim is a log line with an external key, written under the
-    superevent's row lock, so a repeated message or a handler running twice
-    finds it and stops; the log doubles as the audit trail.
-    """
+
+def claim(superevent, flag, message):
+    """True the first time the stage ``flag`` (``scheduled``,
+    ``cleanup_scheduled``, ``cleanup_done``) is claimed, else False; the
+    winner logs ``message``."""
     with transaction.atomic():
-        Superevent.objects.select_for_update().filter(pk=superevent.pk).exists()
-        if Log.objects.filter(superevent=superevent, external_key=key).exists():
-            return False
-        log(superevent, message, tags=LOG_TAGS, external_key=key)
-    return True
+        won = Vetting.objects.filter(pk=row(superevent).pk, **{flag: False}).update(**{flag: True})
+        if won:
+            log(superevent, message, tags=LOG_TAGS)
+    return bool(won)
 
 
-def is_claimed(superevent, key):
-    return Log.objects.filter(superevent=superevent, external_key=key).exists()
+def claim_waiting(superevent, message):
+    """True the first time the vetting starts waiting for annotations."""
+    with transaction.atomic():
+        won = Vetting.objects.filter(pk=row(superevent).pk, state=State.SCHEDULED).update(state=State.WAITING)
+        if won:
+            log(superevent, message, tags=LOG_TAGS)
+    return bool(won)
+
+
+def is_waiting(superevent):
+    return Vetting.objects.filter(superevent_id=superevent.pk, state=State.WAITING).exists()
 
 
 @dataclasses.dataclass
 class VettingState:
-    """What the vetting claims of a superevent say."""
+    """What the superevent's Vetting row says."""
 
     done: bool = False
     attempt: int = 0  # the latest attempt claimed (0: vetting never started)
@@ -90,45 +92,45 @@ def vetting_policy():
     return policy()["VETTING"]
 
 
+def state_of(vetting):
+    return VettingState(done=vetting.state == State.DONE, attempt=vetting.attempt, claimed_at=vetting.claimed_at,
+                        failed=vetting.state == State.FAILED)
+
+
 def vetting_state(superevent):
-    state = VettingState()
-    failed = set()
-    keys = Log.objects.filter(superevent=superevent, external_key__startswith=VETTING_PREFIX)
-    for key, created in keys.values_list("external_key", "created"):
-        name, _, number = key.rpartition(":")
-        if key == VETTED_KEY:
-            state.done = True
-        elif name == VETTING_KEY and number.isdigit() and int(number) > state.attempt:
-            state.attempt, state.claimed_at = int(number), created
-        elif name == VETTING_FAILED_KEY and number.isdigit():
-            failed.add(int(number))
-    state.failed = state.attempt in failed
-    return state
+    vetting = Vetting.objects.filter(superevent_id=superevent.pk).first()
+    return state_of(vetting) if vetting else VettingState()
 
 
 def claim_vetting(superevent, event):
     """The number of the vetting attempt this run may make, or None if the
     vetting is done or another worker's claim is still live. A claim older
-    than ``claim_timeout_s`` belongs to a worker that died: taken over."""
+    than ``claim_timeout_s`` belongs to a worker that died: taken over.
+    One conditional UPDATE claims it: of two workers, one wins."""
+    seen = row(superevent)
+    now = timezone.now()
+    expired = now - datetime.timedelta(seconds=vetting_policy()["claim_timeout_s"])
+    claimable = Q(state__in=[State.SCHEDULED, State.WAITING, State.FAILED]) | Q(state=State.RUNNING,
+                                                                               claimed_at__lt=expired)
+    attempt = seen.attempt + 1
     with transaction.atomic():
-        Superevent.objects.select_for_update().filter(pk=superevent.pk).exists()
-        state = vetting_state(superevent)
-        now = timezone.now()
-        if state.done or state.running(now):
+        won = Vetting.objects.filter(claimable, pk=seen.pk, attempt=seen.attempt).update(
+            state=State.RUNNING, attempt=attempt, claimed_at=now, reason="")
+        if not won:
             return None
-        if state.attempt and not state.failed:
-            log(superevent, f"Orchestrator: vetting attempt {state.attempt} was claimed "
-                            f"{state.claim_age_s(now):.0f} s ago and never finished (worker gone?); taking over",
-                tags=LOG_TAGS)
-        attempt = state.attempt + 1
+        if seen.state == State.RUNNING:
+            log(superevent, f"Orchestrator: vetting attempt {seen.attempt} was claimed "
+                            f"{state_of(seen).claim_age_s(now):.0f} s ago and never finished (worker gone?); "
+                            f"taking over", tags=LOG_TAGS)
         log(superevent, f"Orchestrator: vetting preferred event {event.graceid}"
-                        + (f" (attempt {attempt})" if attempt > 1 else ""),
-            tags=LOG_TAGS, external_key=f"{VETTING_KEY}:{attempt}")
+                        + (f" (attempt {attempt})" if attempt > 1 else ""), tags=LOG_TAGS)
     return attempt
 
 
 def vetting_done(superevent, outcome):
-    log(superevent, f"Orchestrator: vetting finished ({outcome})", tags=LOG_TAGS, external_key=VETTED_KEY)
+    Vetting.objects.filter(superevent_id=superevent.pk).update(state=State.DONE, finished_at=timezone.now(),
+                                                               outcome=outcome[:200])
+    log(superevent, f"Orchestrator: vetting finished ({outcome})", tags=LOG_TAGS)
 
 
 def vetting_failed(superevent, attempt, error):
@@ -141,8 +143,10 @@ def vetting_failed(superevent, attempt, error):
     else:
         then = ("no automatic retry left; it resumes when the workers restart (manage.py qcluster) "
                 "or when vet_superevent runs again")
-    log(superevent, f"Orchestrator: vetting attempt {attempt} failed ({type(error).__name__}: {error}); {then}",
-        tags=LOG_TAGS, external_key=f"{VETTING_FAILED_KEY}:{attempt}")
+    reason = f"{type(error).__name__}: {error}"
+    Vetting.objects.filter(superevent_id=superevent.pk, attempt=attempt, state=State.RUNNING).update(
+        state=State.FAILED, reason=reason)
+    log(superevent, f"Orchestrator: vetting attempt {attempt} failed ({reason}); {then}", tags=LOG_TAGS)
     if retry:
         workers.enqueue(VET_TASK, superevent.pk, 0, delay_s=conf["retry_delay_s"])
 
@@ -157,19 +161,17 @@ def resume_vetting(now=None):
         return 0
     now = now or timezone.now()
     since = now - datetime.timedelta(seconds=vetting_policy()["resume_window_s"])
-    started = set(Log.objects.filter(external_key__startswith=f"{VETTING_KEY}:", created__gte=since,
-                                     superevent__isnull=False).values_list("superevent_id", flat=True))
-    done = set(Log.objects.filter(external_key=VETTED_KEY, superevent_id__in=started)
-               .values_list("superevent_id", flat=True))
-    for superevent in Superevent.objects.filter(pk__in=started - done).order_by("pk"):
-        state = vetting_state(superevent)
+    unfinished = Vetting.objects.filter(state__in=[State.RUNNING, State.FAILED], claimed_at__gte=since) \
+        .select_related("superevent").order_by("superevent_id")
+    for vetting in unfinished:
+        superevent, state = vetting.superevent, state_of(vetting)
         delay_s = 0.0
         if state.running(now):
             delay_s = vetting_policy()["claim_timeout_s"] - state.claim_age_s(now) + RESUME_MARGIN_S
         when = f" in {delay_s:.0f} s, when the claim of attempt {state.attempt} expires" if delay_s else ""
         log(superevent, f"Orchestrator: resuming the unfinished vetting{when}", tags=LOG_TAGS)
         workers.enqueue(VET_TASK, superevent.pk, 0, delay_s=delay_s)
-    return len(started - done)
+    return len(unfinished)
 
 
 def schedule_cleanup(superevent, first_kind, event):
@@ -178,10 +180,10 @@ def schedule_cleanup(superevent, first_kind, event):
     if not policy()["SECOND_PRELIMINARY"]:
         return
     if workers.run_inline():
-        claim(superevent, CLEANUP_SCHEDULED_KEY, "No clean-up pass: tasks run inline and cannot wait for late events")
+        claim(superevent, "cleanup_scheduled", "No clean-up pass: tasks run inline and cannot wait for late events")
         return
     delay_s = policy()["PRELIMINARY_CLEANUP_DELAY_S"]
-    if claim(superevent, CLEANUP_SCHEDULED_KEY, f"Orchestrator: clean-up pass in {delay_s:g} s"):
+    if claim(superevent, "cleanup_scheduled", f"Orchestrator: clean-up pass in {delay_s:g} s"):
         workers.enqueue(CLEANUP_TASK, superevent.pk, first_kind or "", event.pk, delay_s=delay_s)
 
 
