@@ -43,10 +43,11 @@ failed or skipped step leaves a one-line log entry on the event saying why.
 import json
 import logging
 
-from django.conf import settings
 from django.db import transaction
 
 from alerts import handlers, products, workers
+from alerts import vocabulary as v
+from alerts.config import policy
 from alerts.handlers import handles
 from alerts.models import Event, File, Log, SkymapSummary
 from alerts.science import em_bright, localization, pastro, plots
@@ -55,12 +56,12 @@ from alerts.store import add_file, add_label, latest_file, log
 
 logger = logging.getLogger(__name__)
 
-COINC = "coinc.xml"
-PSD = "psd.xml.gz"
-RANKING_DATA = "ranking_data.xml.gz"
-EM_BRIGHT = "em_bright.json"
-MULTIORDER_SUFFIX = ".multiorder.fits"
-SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = "SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"
+COINC = v.COINC_FILENAME
+PSD = v.PSD_FILENAME
+RANKING_DATA = v.RANKING_DATA_FILENAME
+EM_BRIGHT = v.EM_BRIGHT_FILENAME
+MULTIORDER_SUFFIX = v.MULTIORDER_SUFFIX
+SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = v.READY_LABELS
 TRANSIENT_ERRORS = (OSError, MemoryError)
 MAX_LOG_REASON_CHARS = 300
 # external_key prefix of the log entry that records a BAYESTAR run's inputs.
@@ -70,10 +71,6 @@ BAYESTAR_INPUT_KEY = "bayestar-input:"
 LOCALIZE_TASK = "alerts.annotations.localize_event"
 LOCALIZE_IN_TURN_TASK = "alerts.annotations.localize_in_turn"
 FLATTEN_TASK = "alerts.annotations.flatten_skymap"
-
-
-def policy():
-    return settings.ORCHESTRATOR
 
 
 def pastro_filename(pipeline):

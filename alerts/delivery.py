@@ -73,7 +73,7 @@ from alerts.models import Notice, NoticeDelivery, NoticePayload, Superevent
 from alerts.science.notices import (ROLE_OBSERVATION, ROLES, NoticeContent, NoticeValidationError,
                                     build_avro_notice, build_json_notice, notice_identity)
 from alerts.science.voevent import build_voevent
-from alerts.steps import WORKER_NAME, StepSkipped, record_step
+from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME, StepSkipped, record_step
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ BUILDERS = {"json": build_json_notice, "avro": build_avro_notice, "voevent": bui
 FORMATS = tuple(BUILDERS)
 UNSENT = (NoticeDelivery.Status.PENDING, NoticeDelivery.Status.SENDING)
 REASON_MAX_CHARS = Notice._meta.get_field("reason").max_length
-MAX_ERROR_CHARS = 2000
 # The watchdog of a claim runs this long after the claim has gone stale.
 WATCHDOG_MARGIN_S = 5.0
 # Roles a destination takes when its settings name none.

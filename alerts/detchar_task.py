@@ -25,8 +25,8 @@ import json
 import logging
 
 from astropy.time import Time
-from django.conf import settings
 
+from alerts.config import policy
 from alerts.models import Label
 from alerts.science.detchar import LABEL_DQOK, LABEL_DQV, DetcharResult, check_vectors
 from alerts.steps import record_step
@@ -41,10 +41,6 @@ NO_FRAMES_REASON = "no frame files configured (DETCHAR_FRAME_GLOB is empty): dat
 DETCHAR_CREATOR = "detchar"
 # The verdict labels, which follow the latest check (INJ only ever accrues).
 VERDICT_LABELS = (LABEL_DQOK, LABEL_DQV)
-
-
-def policy():
-    return settings.ORCHESTRATOR
 
 
 def padding(event):

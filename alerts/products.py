@@ -21,20 +21,14 @@ from alerts import models
 from alerts.models import File
 from alerts.science.notices import CLASSIFICATION_NAMES, PROPERTY_NAMES
 from alerts.store import owner_kwargs
+from alerts.vocabulary import (COMPUTED_TAG, EM_BRIGHT_FILENAME, FLAT_SUFFIX, MULTIORDER_SUFFIX,  # noqa: F401
+                               P_ASTRO_SUFFIX, P_ASTRO_TAG, PNG_SUFFIX, SKY_LOC_TAG)
 
 logger = logging.getLogger(__name__)
 
-SKY_LOC_TAG = "sky_loc"
-MULTIORDER_SUFFIX = ".multiorder.fits"
-FLAT_SUFFIX = ".fits.gz"
-EM_BRIGHT_FILENAME = "em_bright.json"
-P_ASTRO_SUFFIX = ".p_astro.json"
-P_ASTRO_TAG = "p_astro"
-COMPUTED_TAG = "computed"
-"""Tag of a p_astro.json the orchestrator computed itself (not the
-pipeline's own), so that the pipeline's upload can win whatever the order
-in which they arrive."""
-PNG_SUFFIX = ".png"
+# COMPUTED_TAG marks a p_astro.json the orchestrator computed itself (not
+# the pipeline's own), so that the pipeline's upload can win whatever the
+# order in which they arrive.
 SKYMAP_SUMMARY_FIELDS = ("area_50_deg2", "area_90_deg2", "distance_mean_mpc", "distance_std_mpc")
 
 

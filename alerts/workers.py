@@ -25,13 +25,17 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from alerts.config import policy
+
 logger = logging.getLogger(__name__)
 
 TIMER_BATCH_SIZE = 100
 
 
-def policy():
-    return settings.ORCHESTRATOR
+def task_path(task):
+    """The dotted path of a task given as a function or as a dotted path
+    (DelayedTask rows and django-q2 keep paths)."""
+    return task if isinstance(task, str) else f"{task.__module__}.{task.__qualname__}"
 
 
 def resolve(path):
@@ -43,8 +47,10 @@ def run_inline():
     return policy()["TASKS_INLINE"]
 
 
-def enqueue(path, *args, delay_s=0.0):
-    """Run ``path(*args)`` on a worker, ``delay_s`` seconds from now at the earliest."""
+def enqueue(task, *args, delay_s=0.0):
+    """Run ``task(*args)`` on a worker, ``delay_s`` seconds from now at the
+    earliest; ``task`` is a function (or its dotted path)."""
+    path = task_path(task)
     if run_inline():
         transaction.on_commit(lambda: resolve(path)(*args))
         return

@@ -471,14 +471,14 @@ def collect_timeline(runs, last_input):
         names = {
             "alerts.annotations.on_event_file": f"on_event_file({run.event_pk}, ",
             "alerts.orchestrator.flow.annotations_arrived": f"annotations_arrived({run.event_pk}, PASTRO_READY)",
-            "alerts.orchestrator.vet_superevent": f"vet_superevent({run.superevent_pk}, ",
+            "alerts.orchestrator.flow.vet_superevent": f"vet_superevent({run.superevent_pk}, ",
             "alerts.superevents.process_event": f"process_event({run.event_pk})",
             "alerts.orchestrator.flow.handle_superevent": f"handle_superevent({run.superevent_pk})",
         }
         marks = {"input committed": run.input_s}
         for func in CHAINS[last_input]:
             tasks = Task.objects.filter(func=func, name__startswith=names[func], started__gte=since)
-            if func == "alerts.orchestrator.vet_superevent" and alert_step is not None:
+            if func == "alerts.orchestrator.flow.vet_superevent" and alert_step is not None:
                 # The vetting that sent the alert (a look on its poll timer
                 # may also have run after the input and found nothing to do).
                 tasks = tasks.filter(started__lte=alert_step.started, stopped__gte=alert_step.started)

@@ -197,6 +197,15 @@ LOGGING = {
 # --- Orchestrator policy ---------------------------------------------------------
 DAY_S = 86400.0
 HOUR_S = 3600.0
+# The long tasks (BAYESTAR, plots); tests check that each names a function.
+SLOW_TASK_PATHS = [
+    "alerts.annotations.localize_in_turn",
+    "alerts.annotations.localize_event",
+    "alerts.annotations.flatten_skymap",
+    "alerts.annotations.plot_skymap",
+    "alerts.annotations.plot_probabilities",
+]
+
 ORCHESTRATOR = {
     # Run tasks inline in the calling process instead of queueing them for
     # qcluster (tests, one-shot commands, a laptop without a worker).
@@ -205,13 +214,7 @@ ORCHESTRATOR = {
     # late a wait such as orchestrator_timeout can fire.
     "TIMER_POLL_S": env_float("ORCHESTRATOR_TIMER_POLL_S", 0.05),
     # Tasks sent to the slow queue (see Q_SLOW_WORKERS); empty when it is off.
-    "SLOW_TASKS": [
-        "alerts.annotations.localize_in_turn",
-        "alerts.annotations.localize_event",
-        "alerts.annotations.flatten_skymap",
-        "alerts.annotations.plot_skymap",
-        "alerts.annotations.plot_probabilities",
-    ] if Q_SLOW_WORKERS > 0 else [],
+    "SLOW_TASKS": SLOW_TASK_PATHS if Q_SLOW_WORKERS > 0 else [],
     # Group an uploaded event into its superevent inside the upload's own
     # transaction (one commit and a queue hop fewer; the superevent exists
     # when the upload returns). The EVENT_CREATED task then finds it done,

@@ -40,6 +40,10 @@ def alerts_on(settings, isolated_orchestrator):
     configure(settings, PRELIMINARY_ALERTS=True, NOTICE_DESTINATIONS=[outbox])
 
 
+VET_TASK = workers.task_path(orchestrator.vet_superevent)
+CLEANUP_TASK = workers.task_path(orchestrator.cleanup_superevent)
+
+
 def configure(settings, **changes):
     settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, **changes}
 
@@ -57,7 +61,8 @@ def deferred(monkeypatch):
     held = []
 
     def enqueue(path, *args, delay_s=0.0):
-        if path in (vetting.VET_TASK, vetting.CLEANUP_TASK):
+        path = workers.task_path(path)
+        if path in (VET_TASK, CLEANUP_TASK):
             held.append((path, args, delay_s))
             return
         transaction.on_commit(lambda: workers.resolve(path)(*args))
@@ -324,11 +329,11 @@ def test_incomplete_annotations_are_awaited_then_the_alert_goes_out_with_what_ex
     configure(settings, ORCHESTRATOR_TIMEOUT_S=5.0, ANNOTATION_MAX_WAIT_S=3.0, ANNOTATION_POLL_S=1.0)
     event = annotated_event(labels=("SKYMAP_READY",), products=("skymap",))
     superevent = superevent_of(event)
-    assert deferred == [(vetting.VET_TASK, (superevent.pk, 0), 5.0)]
+    assert deferred == [(VET_TASK, (superevent.pk, 0), 5.0)]
     for _ in range(3):  # three looks, one second apart
-        run_next(deferred, vetting.VET_TASK)
+        run_next(deferred, VET_TASK)
         assert deferred[0][2] == 1.0 and reasons(superevent) == []
-    run_next(deferred, vetting.VET_TASK)  # the maximum wait is over: go
+    run_next(deferred, VET_TASK)  # the maximum wait is over: go
     assert reasons(superevent) == ["preliminary-1"]
     log = messages(superevent)
     assert f"Waiting up to 3 s for the annotations of {event.graceid} (missing: EMBRIGHT_READY, PASTRO_READY)" in log
@@ -337,7 +342,7 @@ def test_incomplete_annotations_are_awaited_then_the_alert_goes_out_with_what_ex
     notice = json_notice(outbox, Notice.objects.get(superevent=superevent))
     assert notice["event"]["classification"] == {} and notice["event"]["properties"] == {}
     assert base64.b64decode(notice["event"]["skymap"]) == tiny_skymap()
-    assert deferred[0][0] == vetting.CLEANUP_TASK
+    assert deferred[0][0] == CLEANUP_TASK
     assert deferred[0][2] == settings.ORCHESTRATOR["PRELIMINARY_CLEANUP_DELAY_S"]
 
 
@@ -345,7 +350,7 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
     configure(settings, ANNOTATION_MAX_WAIT_S=60.0, ANNOTATION_POLL_S=1.0)
     event = annotated_event(labels=("SKYMAP_READY",), products=("skymap",))
     superevent = superevent_of(event)
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == []
     add_file(event, "em_bright.json", json.dumps(EM_BRIGHT).encode(), tags=["em_bright", "public"], announce=False)
     add_file(event, "gstlal.p_astro.json", json.dumps(P_ASTRO).encode(), tags=["p_astro", "public"], announce=False)
@@ -354,8 +359,8 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
     # The label that completes the event vets at once, in its own task, not
     # at the next look; that look, still held, then finds nothing to do.
     assert reasons(superevent) == ["preliminary-1"]
-    assert [path for path, _, _ in deferred] == [vetting.VET_TASK, vetting.CLEANUP_TASK]
-    run_next(deferred, vetting.VET_TASK)
+    assert [path for path, _, _ in deferred] == [VET_TASK, CLEANUP_TASK]
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["classification"] == P_ASTRO
     assert not any("incomplete" in m for m in messages(superevent))
@@ -364,12 +369,12 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
 def test_second_preliminary_uses_the_reselected_preferred_event(outbox, deferred):
     first = annotated_event(snr=9.0)
     superevent = superevent_of(first)
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     # A louder event arrives before the clean-up; the clean-up picks it.
     louder = annotated_event(snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1)
     assert superevent_of(louder) == superevent
-    run_next(deferred, vetting.CLEANUP_TASK)
+    run_next(deferred, CLEANUP_TASK)
     superevent.refresh_from_db()
     assert superevent.preferred_event_id == louder.pk
     assert reasons(superevent) == ["preliminary-1", "preliminary-2"]
@@ -448,8 +453,8 @@ def test_queued_mode_waits_with_delayed_tasks(settings):
     orchestrator.handle_superevent(superevent.pk)
     orchestrator.vet_superevent(superevent.pk, 0)  # as the timer would, 15 s later
     tasks = list(DelayedTask.objects.order_by("due"))
-    assert [(t.func, t.args) for t in tasks] == [(vetting.VET_TASK, [superevent.pk, 1]),
-                                                 (vetting.VET_TASK, [superevent.pk, 0])]
+    assert [(t.func, t.args) for t in tasks] == [(VET_TASK, [superevent.pk, 1]),
+                                                 (VET_TASK, [superevent.pk, 0])]
     assert [round((t.due - start).total_seconds()) for t in tasks] == [2, 15]
     assert reasons(superevent) == []
 
@@ -479,7 +484,7 @@ def test_a_vetting_that_fails_once_is_tried_again_and_the_notice_goes_out_once(s
     fail_once(monkeypatch, delivery if fails == "issue_notice" else orchestrator_alerts, fails)
 
     with pytest.raises(RuntimeError, match="worker hiccup"):
-        run_next(deferred, vetting.VET_TASK)
+        run_next(deferred, VET_TASK)
     retry_s = settings.ORCHESTRATOR["VETTING"]["retry_delay_s"]
     assert (f"Orchestrator: vetting attempt 1 failed (RuntimeError: worker hiccup); trying again in {retry_s:g} s"
             in messages(superevent))
@@ -487,10 +492,10 @@ def test_a_vetting_that_fails_once_is_tried_again_and_the_notice_goes_out_once(s
     assert "GCN_PRELIM_SENT" not in superevent.label_names()
     # The retry and the clean-up pass are both queued, however the pass ended.
     assert [(path, delay) for path, _, delay in deferred] == [
-        (vetting.VET_TASK, retry_s),
-        (vetting.CLEANUP_TASK, settings.ORCHESTRATOR["PRELIMINARY_CLEANUP_DELAY_S"])]
+        (VET_TASK, retry_s),
+        (CLEANUP_TASK, settings.ORCHESTRATOR["PRELIMINARY_CLEANUP_DELAY_S"])]
 
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     notice = Notice.objects.get(superevent=superevent)
     assert sorted(path.name for path in (outbox / superevent.superevent_id).iterdir()) == sorted(
@@ -519,15 +524,15 @@ def test_a_vetting_whose_worker_died_is_resumed_once_its_claim_expires(settings,
     # just after it expires; until then, no second vetting runs.
     assert orchestrator.resume_vetting() == 1
     [(path, args, delay_s)] = deferred
-    assert path == vetting.VET_TASK and timeout_s < delay_s <= timeout_s + vetting.RESUME_MARGIN_S
-    run_next(deferred, vetting.VET_TASK)
+    assert path == VET_TASK and timeout_s < delay_s <= timeout_s + vetting.RESUME_MARGIN_S
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == [] and deferred == []
 
     Vetting.objects.filter(superevent=superevent).update(
         claimed_at=timezone.now() - datetime.timedelta(seconds=timeout_s + 1))
     assert orchestrator.resume_vetting() == 1
     assert deferred[0][2] == 0.0
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     assert any("never finished (worker gone?); taking over" in m for m in messages(superevent))
 
@@ -599,7 +604,7 @@ def test_without_a_clean_up_pass_the_first_alert_freezes_the_preferred_event(set
     configure(settings, SECOND_PRELIMINARY=False)
     event = annotated_event(far=far)
     superevent = superevent_of(event)
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert len(reasons(superevent)) == 1 and deferred == []  # no clean-up pass will follow
     assert lock in superevent.label_names()
     louder = annotated_event(far=far, snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1)
@@ -614,12 +619,12 @@ def test_the_clean_up_gates_on_the_fresh_state_vector_check(settings, tmp_path, 
                         cleared=[("L1", "GDS-CALIB_STATE_VECTOR", 0, T0 + 0.2, T0 + 0.4)])
     configure(settings, DETCHAR_FRAME_GLOB=glob)
     superevent = superevent_of(annotated_event(snr=9.0))
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert "DQV" in superevent.label_names() and reasons(superevent) == []
 
     louder = annotated_event(snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1, instruments=("H1", "V1"))
     assert superevent_of(louder) == superevent
-    run_next(deferred, vetting.CLEANUP_TASK)
+    run_next(deferred, CLEANUP_TASK)
     labels = superevent.label_names()
     assert "DQOK" in labels and "DQV" not in labels
     assert reasons(superevent) == ["preliminary-1"]
@@ -663,7 +668,7 @@ def test_a_slow_broker_never_holds_up_the_circular_and_labels(settings, outbox, 
             others(path, *args, delay_s=delay_s)
 
     monkeypatch.setattr(workers, "enqueue", enqueue)
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     notice = Notice.objects.get(superevent=superevent)
     # The vetting task wrote the outbox and went on; Kafka is the queued task's.
     statuses = dict(NoticeDelivery.objects.filter(notice=notice).values_list("destination", "status").distinct())
@@ -699,10 +704,10 @@ def test_advno_before_the_vetting_stops_every_automatic_preliminary(settings, ou
     event = annotated_event()
     superevent = superevent_of(event)
     add_label(superevent, "ADVNO")
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == []
     assert "No preliminary alert: an advocate rejected the candidate (ADVNO)" in messages(superevent)
-    run_next(deferred, vetting.CLEANUP_TASK)
+    run_next(deferred, CLEANUP_TASK)
     assert reasons(superevent) == []
     assert "No second preliminary alert: an advocate rejected the candidate (ADVNO)" in messages(superevent)
 
@@ -710,10 +715,10 @@ def test_advno_before_the_vetting_stops_every_automatic_preliminary(settings, ou
 def test_after_advok_the_cleanup_sends_no_second_preliminary(settings, outbox, deferred):
     event = annotated_event()
     superevent = superevent_of(event)
-    run_next(deferred, vetting.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     add_label(superevent, "ADVOK")
-    run_next(deferred, vetting.CLEANUP_TASK)
+    run_next(deferred, CLEANUP_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     assert any(m.startswith("No second preliminary alert: an advocate confirmed the candidate (ADVOK)")
                for m in messages(superevent))

@@ -40,7 +40,7 @@ def handle_superevent(superevent_pk):
     if vetting.claim(superevent, "scheduled",
                      f"Orchestrator: vetting in {timeout:g} s, once the preferred event has settled"):
         if timeout > 0:
-            workers.enqueue(vetting.VET_TASK, superevent_pk, 0, delay_s=timeout)
+            workers.enqueue(vet_superevent, superevent_pk, 0, delay_s=timeout)
         else:  # nothing to wait for: vet in this task, not after another trip through the queue
             vet_superevent(superevent_pk, 0)
 
@@ -102,7 +102,7 @@ def wait_for_annotations(superevent, event, polls, missing):
     if polls < max_polls:
         vetting.claim_waiting(superevent, f"Waiting up to {max_wait:g} s for the annotations of "
                                           f"{event.graceid} (missing: {', '.join(missing)})")
-        workers.enqueue(vetting.VET_TASK, superevent.pk, polls + 1, delay_s=poll)
+        workers.enqueue(vet_superevent, superevent.pk, polls + 1, delay_s=poll)
         return True
     return False
 

@@ -26,12 +26,16 @@ from alerts.orchestrator import gates
 from alerts.store import log
 from alerts.superevents import candidate_of
 
-VET_TASK = "alerts.orchestrator.vet_superevent"
-CLEANUP_TASK = "alerts.orchestrator.cleanup_superevent"
 LOG_TAGS = ("orchestrator",)
 State = Vetting.State
 # A resumed vetting waits this much past the expiry of a live-looking claim.
 RESUME_MARGIN_S = 1.0
+
+
+def _flow():
+    from alerts.orchestrator import flow  # the tasks this module queues; flow imports this module
+
+    return flow
 
 
 def gate_inputs(superevent, event):
@@ -148,7 +152,7 @@ def vetting_failed(superevent, attempt, error):
         state=State.FAILED, reason=reason)
     log(superevent, f"Orchestrator: vetting attempt {attempt} failed ({reason}); {then}", tags=LOG_TAGS)
     if retry:
-        workers.enqueue(VET_TASK, superevent.pk, 0, delay_s=conf["retry_delay_s"])
+        workers.enqueue(_flow().vet_superevent, superevent.pk, 0, delay_s=conf["retry_delay_s"])
 
 
 def resume_vetting(now=None):
@@ -170,7 +174,7 @@ def resume_vetting(now=None):
             delay_s = vetting_policy()["claim_timeout_s"] - state.claim_age_s(now) + RESUME_MARGIN_S
         when = f" in {delay_s:.0f} s, when the claim of attempt {state.attempt} expires" if delay_s else ""
         log(superevent, f"Orchestrator: resuming the unfinished vetting{when}", tags=LOG_TAGS)
-        workers.enqueue(VET_TASK, superevent.pk, 0, delay_s=delay_s)
+        workers.enqueue(_flow().vet_superevent, superevent.pk, 0, delay_s=delay_s)
     return len(unfinished)
 
 
@@ -184,7 +188,7 @@ def schedule_cleanup(superevent, first_kind, event):
         return
     delay_s = policy()["PRELIMINARY_CLEANUP_DELAY_S"]
     if claim(superevent, "cleanup_scheduled", f"Orchestrator: clean-up pass in {delay_s:g} s"):
-        workers.enqueue(CLEANUP_TASK, superevent.pk, first_kind or "", event.pk, delay_s=delay_s)
+        workers.enqueue(_flow().cleanup_superevent, superevent.pk, first_kind or "", event.pk, delay_s=delay_s)
 
 
 def cleanup_follows():
