@@ -22,7 +22,7 @@ from alerts import annotations, products
 from alerts.events import PSD_FILENAME, RANKING_DATA_FILENAME, add_event_file, create_event
 from alerts.models import Event, File, SkymapSummary, StepRun
 from alerts.science import em_bright, localization, pastro
-from alerts.science.simulation import psd_xml_gz_for
+from alerts.mockdata.simulation import psd_xml_gz_for
 from alerts.store import add_file, latest_file
 from tests.annotated import coinc_with_psds, tiny_skymap
 from tests.factories import make_event

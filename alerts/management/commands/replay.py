@@ -1,7 +1,7 @@
 """Replay realistic mock CBC events through the upload path (demo and load).
 
 Sources are simulated with ligo.skymap's tools (see
-``alerts.science.simulation``) and uploaded as MDC events the way a pipeline
+``alerts.mockdata.simulation``) and uploaded as MDC events the way a pipeline
 does: the coinc.xml, then the psd.xml.gz (and, for the pipelines whose p_astro
 is computed from it, a ranking_data.xml.gz stand-in).
 """
@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from alerts.events import PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, create_event
-from alerts.science.simulation import PIPELINES, make_mock_events, mock_ranking_data_xml_gz
+from alerts.mockdata.simulation import PIPELINES, make_mock_events, mock_ranking_data_xml_gz
 
 # Seconds between simulated sources, so that each forms its own superevent.
 SOURCE_SPACING_S = 20.0
