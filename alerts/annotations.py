@@ -50,7 +50,7 @@ from alerts import vocabulary as v
 from alerts.config import policy
 from alerts.handlers import handles
 from alerts.models import Event, File, Log, SkymapSummary
-from alerts.science import em_bright, localization, pastro, plots
+from alerts.science import em_bright, localization, pastro
 from alerts.steps import StepSkipped, record_step
 from alerts.store import add_file, add_label, latest_file, log
 
@@ -262,7 +262,7 @@ def plot_skymap(event_pk, file_pk, attempt=1):
     skymap = File.objects.get(pk=file_pk)
 
     def body():
-        png = plots.plot_allsky(skymap.read())
+        png = products.plot(skymap)
         add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=["sky_loc"],
                  message=f"Mollweide projection of {skymap.filename}", announce=False)
 
@@ -394,7 +394,9 @@ def plot_probabilities(event_pk, file_pk, title, attempt=1):
     source = File.objects.get(pk=file_pk)
 
     def body():
-        png = plots.plot_bars(json.loads(source.read()), title)
+        png = products.plot(source, title)
+        if png is None:
+            raise StepSkipped(f"{source.filename} holds no known probabilities")
         add_file(event, source.name.removesuffix(".json") + ".png", png, tags=source.tags,
                  message=f"Bar chart of {source.filename}", announce=False)
 

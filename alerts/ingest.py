@@ -1,4 +1,4 @@
-"""IGWN Alert messages (GraceDB's JSON format, DESIGN.md section 5b) into the store.
+"""IGWN Alert messages (GraceDB's JSON format) into the store.
 
 A message names an event or superevent (``uid``), what happened
 (``alert_type``), what changed (``data``) and the whole current object

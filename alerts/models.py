@@ -142,7 +142,7 @@ def exactly_one_owner(name):
 
 
 class Label(OwnedByEventOrSuperevent):
-    """A named flag; labels drive the workflow (DESIGN.md section 4)."""
+    """A named flag; labels drive the workflow."""
 
     name = models.CharField(max_length=32)
     created = models.DateTimeField(auto_now_add=True)

@@ -116,6 +116,27 @@ def plot_name(name):
     return None
 
 
+PLOT_TITLES = {EM_BRIGHT_FILENAME: "Source properties", P_ASTRO_SUFFIX: "Source classification"}
+
+
+def plot(file, title=None):
+    """The PNG figure of a product, or None: the all-sky map of a multi-order
+    sky map, the bar chart of the known probabilities of em_bright.json or a
+    p_astro.json (``title``, or a default one)."""
+    from alerts.science import plots
+
+    if file.name.endswith(MULTIORDER_SUFFIX):
+        return plots.plot_allsky(file.read())
+    if file.name == EM_BRIGHT_FILENAME:
+        names, kind = PROPERTY_NAMES, EM_BRIGHT_FILENAME
+    elif file.name.endswith(P_ASTRO_SUFFIX):
+        names, kind = CLASSIFICATION_NAMES, P_ASTRO_SUFFIX
+    else:
+        return None
+    values = probabilities_in(file, names)
+    return plots.plot_bars(values, title or PLOT_TITLES[kind]) if values else None
+
+
 def probabilities_in(file, allowed):
     """The known probabilities (names in ``allowed``, values in [0, 1]) of a
     JSON file, or None."""

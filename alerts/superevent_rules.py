@@ -1,5 +1,5 @@
 """Pure rules of the superevent manager: IDs, windows, significance, and the
-preferred-event order of DESIGN.md section 4.
+preferred-event order.
 
 Nothing here touches the database; the manager in ``alerts.superevents``
 applies these rules under a lock.
@@ -90,7 +90,7 @@ def significance_rule(candidate, policy):
 
 
 def is_significant(candidate, policy):
-    """``trials_factor * FAR <= threshold`` (DESIGN.md section 4) for its
+    """``trials_factor * FAR <= threshold`` for its
     group and search, aliases applied: the one definition of a significant
     candidate, for the preferred-event order, the locks and the orchestrator."""
     rule = significance_rule(candidate, policy)

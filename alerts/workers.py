@@ -11,7 +11,7 @@ Delayed work goes into the ``DelayedTask`` table; the timer (``run_timer``,
 started by ``manage.py qcluster``) polls it every ``TIMER_POLL_S`` seconds
 and hands due tasks to django-q2, marking them fired only once the broker
 has them (``fire_due_tasks``). django-q2's own scheduler only looks at
-its schedules every ~30 s (measured by benchmarks/alert_latency.py), far
+its schedules every few tens of seconds (benchmarks/alert_latency.py), far
 too coarse for ``orchestrator_timeout``.
 """
 import datetime

@@ -15,14 +15,11 @@ from alerts.config import policy
 from alerts.models import Category, Notice, Superevent
 from alerts.orchestrator import gates
 from alerts.orchestrator.vetting import LOG_TAGS
-from alerts.science.notices import CLASSIFICATION_NAMES, PROPERTY_NAMES, NoticeContent, notice_role
+from alerts.science.notices import NoticeContent, notice_role
 from alerts.store import add_file, add_label, latest_file, log
 from alerts.superevents import candidate_of, reselect_preferred
 
 logger = logging.getLogger(__name__)
-
-PLOT_TITLES = {v.EM_BRIGHT_TAG: "Source properties", v.P_ASTRO_TAG: "Source classification"}
-
 
 def preliminary_sources(event):
     """The event's files a preliminary alert may copy: the newest version of
@@ -52,21 +49,6 @@ def copy_products(superevent, event):
     return copied
 
 
-def plot(file):
-    """The PNG plot of a sky map, source-properties or p_astro file, or None."""
-    from alerts.science import plots
-
-    if file.name.endswith(products.MULTIORDER_SUFFIX):
-        return plots.plot_allsky(file.read())
-    if file.name == products.EM_BRIGHT_FILENAME:
-        values = products.probabilities_in(file, PROPERTY_NAMES)
-        return plots.plot_bars(values, PLOT_TITLES[v.EM_BRIGHT_TAG]) if values else None
-    if file.name.endswith(products.P_ASTRO_SUFFIX):
-        values = products.probabilities_in(file, CLASSIFICATION_NAMES)
-        return plots.plot_bars(values, PLOT_TITLES[v.P_ASTRO_TAG]) if values else None
-    return None
-
-
 def make_plots(superevent, copied):
     """Plots for the newly copied products that came without their own."""
     copied_names = {file.name for file in copied}
@@ -77,7 +59,7 @@ def make_plots(superevent, copied):
                 or target is None or target in copied_names:
             continue
         try:
-            png = plot(file)
+            png = products.plot(file)
         except Exception as error:  # a figure must never hold up an alert
             logger.exception("cannot plot %s", file)
             log(superevent, f"Could not plot {file.filename}: {type(error).__name__}: {error}", tags=LOG_TAGS)

@@ -4,7 +4,7 @@ A :class:`Candidate` (the preferred event's facts and the superevent's
 labels) goes in; a decision and, when it stops, a one-line reason come out.
 The order is the seed's: a human verdict first (a human wins over the
 automation), then offline, FAR thresholds, state-vector veto (DQV) and
-hardware injection (INJ), which is never published (DESIGN.md section 4).
+hardware injection (INJ), which is never published.
 """
 from dataclasses import dataclass
 

@@ -54,7 +54,7 @@ ROLE_TEST = "test"
 ROLES = (ROLE_OBSERVATION, ROLE_TEST)
 
 # ``S`` + YYMMDD + day suffix; mock-data (MDC) superevents use ``MS``, test
-# ones ``TS`` (DESIGN.md section 2).
+# ones ``TS``.
 SUPEREVENT_ID_PATTERN = re.compile(r"^(?P<prefix>S|MS|TS)\d{6}[a-z]+$")
 TEST_ONLY_ID_PREFIXES = ("MS", "TS")
 
