@@ -125,7 +125,7 @@ def run_product_step(step, event, path, args, attempt, body):
 @handles(handlers.EVENT_CREATED)
 def localize_if_coinc_has_psd(event_pk):
     event = Event.objects.get(pk=event_pk)
-    if event.group == "CBC" and event.extra_attributes.get("has_psd"):
+    if event.group == v.CBC and event.extra_attributes.get("has_psd"):
         workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
 
 
@@ -216,16 +216,16 @@ def relocalize(event, disabled_detectors):
     if not disabled_detectors:
         raise ValueError("name at least one detector to disable")
     check_detectors(event, disabled_detectors)
-    log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=["sky_loc"])
+    log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=[v.SKY_LOC_TAG])
     workers.enqueue(LOCALIZE_TASK, event.pk, sorted(disabled_detectors), True)
 
 
 def store_skymap(event, name, fits_bytes, summary, message, external_key=""):
     """The sky map file, its summary row and a log line with the numbers
     (call inside a transaction, with the rest of the product)."""
-    stored = add_file(event, name, fits_bytes, tags=["sky_loc", "public"], message=message, announce=False)
+    stored = add_file(event, name, fits_bytes, tags=[v.SKY_LOC_TAG, v.PUBLIC_TAG], message=message, announce=False)
     save_summary(stored, summary)
-    log(event, summary_message(stored, summary), file=stored, tags=["sky_loc"], external_key=external_key)
+    log(event, summary_message(stored, summary), file=stored, tags=[v.SKY_LOC_TAG], external_key=external_key)
     return stored
 
 
@@ -250,7 +250,7 @@ def flatten_skymap(event_pk, file_pk, attempt=1):
     skymap = File.objects.get(pk=file_pk)
 
     def body():
-        add_file(event, localization.FLAT_FILENAME, localization.flatten(skymap.read()), tags=["sky_loc"],
+        add_file(event, localization.FLAT_FILENAME, localization.flatten(skymap.read()), tags=[v.SKY_LOC_TAG],
                  message=f"Flattened {skymap.filename}", announce=False)
 
     run_product_step("skymap_flatten", event, FLATTEN_TASK, (event_pk, file_pk), attempt, body)
@@ -263,7 +263,7 @@ def plot_skymap(event_pk, file_pk, attempt=1):
 
     def body():
         png = products.plot(skymap)
-        add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=["sky_loc"],
+        add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=[v.SKY_LOC_TAG],
                  message=f"Mollweide projection of {skymap.filename}", announce=False)
 
     run_product_step("skymap_plot", event, "alerts.annotations.plot_skymap", (event_pk, file_pk), attempt, body)
@@ -275,9 +275,9 @@ def accept_pipeline_skymap(event, stored, attempt=1):
         summary = localization.summarize_skymap(stored.read())
         with transaction.atomic():
             save_summary(stored, summary)
-            log(event, summary_message(stored, summary), file=stored, tags=["sky_loc"])
-            if "sky_loc" not in stored.tags:
-                stored.tags = sorted(set(stored.tags) | {"sky_loc", "public"})
+            log(event, summary_message(stored, summary), file=stored, tags=[v.SKY_LOC_TAG])
+            if v.SKY_LOC_TAG not in stored.tags:
+                stored.tags = sorted(set(stored.tags) | {v.SKY_LOC_TAG, v.PUBLIC_TAG})
                 stored.save(update_fields=["tags"])
             add_label(event, SKYMAP_READY)
             workers.enqueue("alerts.annotations.plot_skymap", event.pk, stored.pk)
@@ -296,7 +296,7 @@ def accept_pipeline_skymap_task(event_pk, file_pk, attempt=1):
 def classify_source(event_pk, attempt=1):
     """HasNS / HasRemnant / HasMassGap from the template (em_bright.json)."""
     event = Event.objects.get(pk=event_pk)
-    if event.group != "CBC":
+    if event.group != v.CBC:
         return
 
     def body():
@@ -304,7 +304,7 @@ def classify_source(event_pk, attempt=1):
         data = em_bright.em_bright_json(template["mass1"], template["mass2"], template["spin1z"],
                                         template["spin2z"], event.snr)
         with transaction.atomic():
-            stored = add_file(event, EM_BRIGHT, data, tags=["em_bright", "public"],
+            stored = add_file(event, EM_BRIGHT, data, tags=[v.EM_BRIGHT_TAG, v.PUBLIC_TAG],
                               message=f"Source properties: {format_probabilities(json.loads(data))}",
                               announce=False)
             add_label(event, EMBRIGHT_READY)
@@ -328,7 +328,7 @@ def template_of(event):
 def pastro_for_new_event(event_pk):
     """Pipelines without ranking data or a p_astro of their own: compute now."""
     event = Event.objects.get(pk=event_pk)
-    if event.group != "CBC":
+    if event.group != v.CBC:
         return
     pipeline = event.pipeline
     if pipeline in policy()["PASTRO_FROM_RANKING_DATA"] or pipeline in policy()["PIPELINES_WITH_OWN_PASTRO"]:
@@ -353,7 +353,7 @@ def compute_pastro(event_pk, attempt=1):
             if own is not None:
                 raise StepSkipped(f"{own.filename} uploaded by {event.pipeline} is used as is")
             stored = add_file(event, name, json.dumps(probabilities, sort_keys=True).encode(),
-                              tags=[products.P_ASTRO_TAG, "public", products.COMPUTED_TAG],
+                              tags=[products.P_ASTRO_TAG, v.PUBLIC_TAG, products.COMPUTED_TAG],
                               message=f"p_astro: {format_probabilities(probabilities)}", announce=False)
             add_label(event, PASTRO_READY)
             workers.enqueue("alerts.annotations.plot_probabilities", event_pk, stored.pk, "p_astro")
@@ -373,10 +373,10 @@ def accept_pipeline_pastro(event, stored, attempt=1):
                 stored.save(update_fields=["tags"])
             raise
         with transaction.atomic():
-            stored.tags = sorted(set(stored.tags) | {products.P_ASTRO_TAG, "public"})
+            stored.tags = sorted(set(stored.tags) | {products.P_ASTRO_TAG, v.PUBLIC_TAG})
             stored.save(update_fields=["tags"])
             log(event, f"{stored.filename} from {event.pipeline} validated, used as is: "
-                       f"{format_probabilities(probabilities)}", file=stored, tags=["p_astro"])
+                       f"{format_probabilities(probabilities)}", file=stored, tags=[v.P_ASTRO_TAG])
             add_label(event, PASTRO_READY)
             workers.enqueue("alerts.annotations.plot_probabilities", event.pk, stored.pk, "p_astro")
 
@@ -415,13 +415,13 @@ def on_event_file(event_pk, file_pk):
     """Which annotation a pipeline's upload triggers, by file name."""
     event = Event.objects.get(pk=event_pk)
     stored = File.objects.get(pk=file_pk)
-    if event.group == "CBC" and stored.name == PSD:
+    if event.group == v.CBC and stored.name == PSD:
         workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
-    elif event.group == "CBC" and stored.name == RANKING_DATA:
+    elif event.group == v.CBC and stored.name == RANKING_DATA:
         compute_pastro(event_pk)
     elif stored.name.endswith(".p_astro.json"):
         accept_pipeline_pastro(event, stored)
-    elif stored.name.endswith(MULTIORDER_SUFFIX) and event.group == "Burst":
+    elif stored.name.endswith(MULTIORDER_SUFFIX) and event.group == v.BURST:
         accept_pipeline_skymap(event, stored)
 
 

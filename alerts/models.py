@@ -9,6 +9,8 @@ import hashlib
 from django.db import models
 from django.db.models import Q
 
+from alerts import vocabulary as v
+
 
 class Category(models.TextChoices):
     """Which stream a candidate belongs to; superevent IDs differ per stream."""
@@ -19,8 +21,8 @@ class Category(models.TextChoices):
 
 
 class Group(models.TextChoices):
-    CBC = "CBC", "Compact binary coalescence"
-    BURST = "Burst", "Burst"
+    CBC = v.CBC, "Compact binary coalescence"
+    BURST = v.BURST, "Burst"
 
 
 class Event(models.Model):
@@ -30,7 +32,7 @@ class Event(models.Model):
     category = models.CharField(max_length=16, choices=Category.choices, default=Category.PRODUCTION)
     group = models.CharField(max_length=16, choices=Group.choices)
     pipeline = models.CharField(max_length=32)
-    search = models.CharField(max_length=32, default="AllSky")
+    search = models.CharField(max_length=32, default=v.ALLSKY)
     gpstime = models.FloatField(help_text="GPS time of the candidate (s)")
     far = models.FloatField(help_text="False alarm rate (Hz)")
     snr = models.FloatField(null=True, blank=True, help_text="Network SNR")

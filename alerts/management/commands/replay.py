@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from alerts.events import PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, create_event
 from alerts.mockdata.simulation import PIPELINES, make_mock_events, mock_ranking_data_xml_gz
+from alerts import vocabulary as v
 
 # Seconds between simulated sources, so that each forms its own superevent.
 SOURCE_SPACING_S = 20.0
@@ -33,7 +34,7 @@ class Command(BaseCommand):
                             help=f"detections per source, 1 to {len(PIPELINES)} pipelines")
         parser.add_argument("--start-gps", type=float, default=None,
                             help="GPS time of the first source (default: now)")
-        parser.add_argument("--search", default="MDC", help="search of the uploads (default MDC)")
+        parser.add_argument("--search", default=v.MDC, help="search of the uploads (default MDC)")
 
     def handle(self, *args, count, rate, seed, pipelines, start_gps, search, **options):
         if count < 1:
@@ -55,7 +56,7 @@ class Command(BaseCommand):
                     if mock.pipeline in settings.ORCHESTRATOR["PASTRO_FROM_RANKING_DATA"]:
                         files.append((RANKING_DATA_FILENAME, mock_ranking_data_xml_gz(mock.pipeline)))
                     try:
-                        event = create_event(group="CBC", pipeline=mock.pipeline, search=search,
+                        event = create_event(group=v.CBC, pipeline=mock.pipeline, search=search,
                                              coinc=mock.coinc_xml, files=files)
                     except UploadError as error:
                         raise CommandError(f"mock upload rejected: {error}") from None
