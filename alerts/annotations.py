@@ -126,7 +126,7 @@ def run_product_step(step, event, path, args, attempt, body):
 def localize_if_coinc_has_psd(event_pk):
     event = Event.objects.get(pk=event_pk)
     if event.group == v.CBC and event.extra_attributes.get("has_psd"):
-        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
+        workers.enqueue(localize_in_turn, event_pk)
 
 
 def alert_may_wait_for(event):
@@ -148,7 +148,7 @@ def localize_in_turn(event_pk, deferred=False):
     event = Event.objects.select_related("superevent").get(pk=event_pk)
     if not deferred and not alert_may_wait_for(event):
         logger.info("sky map of %s queued behind the preferred events'", event.graceid)
-        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk, True)
+        workers.enqueue(localize_in_turn, event_pk, True)
         return
     localize_event(event_pk)
 
@@ -188,9 +188,9 @@ def localize_event(event_pk, disabled_detectors=(), force=False, attempt=1):
                                   external_key="" if recorded else key)
             # Queued before the label, so that inline the flattened map is
             # there before anything SKYMAP_READY wakes looks for it.
-            workers.enqueue(FLATTEN_TASK, event_pk, stored.pk)
+            workers.enqueue(flatten_skymap, event_pk, stored.pk)
             add_label(event, SKYMAP_READY)
-            workers.enqueue("alerts.annotations.plot_skymap", event_pk, stored.pk)
+            workers.enqueue(plot_skymap, event_pk, stored.pk)
 
     run_product_step("bayestar", event, LOCALIZE_TASK, (event_pk, list(disabled), force), attempt, body)
 
@@ -217,7 +217,7 @@ def relocalize(event, disabled_detectors):
         raise ValueError("name at least one detector to disable")
     check_detectors(event, disabled_detectors)
     log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=[v.SKY_LOC_TAG])
-    workers.enqueue(LOCALIZE_TASK, event.pk, sorted(disabled_detectors), True)
+    workers.enqueue(localize_event, event.pk, sorted(disabled_detectors), True)
 
 
 def store_skymap(event, name, fits_bytes, summary, message, external_key=""):
@@ -280,7 +280,7 @@ def accept_pipeline_skymap(event, stored, attempt=1):
                 stored.tags = sorted(set(stored.tags) | {v.SKY_LOC_TAG, v.PUBLIC_TAG})
                 stored.save(update_fields=["tags"])
             add_label(event, SKYMAP_READY)
-            workers.enqueue("alerts.annotations.plot_skymap", event.pk, stored.pk)
+            workers.enqueue(plot_skymap, event.pk, stored.pk)
 
     run_product_step("pipeline_skymap", event, "alerts.annotations.accept_pipeline_skymap_task",
                      (event.pk, stored.pk), attempt, body)
@@ -308,7 +308,7 @@ def classify_source(event_pk, attempt=1):
                               message=f"Source properties: {format_probabilities(json.loads(data))}",
                               announce=False)
             add_label(event, EMBRIGHT_READY)
-            workers.enqueue("alerts.annotations.plot_probabilities", event_pk, stored.pk, "Source properties")
+            workers.enqueue(plot_probabilities, event_pk, stored.pk, "Source properties")
 
     run_product_step("em_bright", event, "alerts.annotations.classify_source", (event_pk,), attempt, body)
 
@@ -356,7 +356,7 @@ def compute_pastro(event_pk, attempt=1):
                               tags=[products.P_ASTRO_TAG, v.PUBLIC_TAG, products.COMPUTED_TAG],
                               message=f"p_astro: {format_probabilities(probabilities)}", announce=False)
             add_label(event, PASTRO_READY)
-            workers.enqueue("alerts.annotations.plot_probabilities", event_pk, stored.pk, "p_astro")
+            workers.enqueue(plot_probabilities, event_pk, stored.pk, "p_astro")
 
     run_product_step("p_astro", event, "alerts.annotations.compute_pastro", (event_pk,), attempt, body)
 
@@ -378,7 +378,7 @@ def accept_pipeline_pastro(event, stored, attempt=1):
             log(event, f"{stored.filename} from {event.pipeline} validated, used as is: "
                        f"{format_probabilities(probabilities)}", file=stored, tags=[v.P_ASTRO_TAG])
             add_label(event, PASTRO_READY)
-            workers.enqueue("alerts.annotations.plot_probabilities", event.pk, stored.pk, "p_astro")
+            workers.enqueue(plot_probabilities, event.pk, stored.pk, "p_astro")
 
     run_product_step("pipeline_p_astro", event, "alerts.annotations.accept_pipeline_pastro_task",
                      (event.pk, stored.pk), attempt, body)
@@ -416,7 +416,7 @@ def on_event_file(event_pk, file_pk):
     event = Event.objects.get(pk=event_pk)
     stored = File.objects.get(pk=file_pk)
     if event.group == v.CBC and stored.name == PSD:
-        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
+        workers.enqueue(localize_in_turn, event_pk)
     elif event.group == v.CBC and stored.name == RANKING_DATA:
         compute_pastro(event_pk)
     elif stored.name.endswith(".p_astro.json"):

@@ -662,7 +662,7 @@ def test_a_slow_broker_never_holds_up_the_circular_and_labels(settings, outbox, 
     others = workers.enqueue  # the deferred fixture's
 
     def enqueue(path, *args, delay_s=0.0):
-        if path == delivery.DELIVER_TASK:
+        if workers.task_path(path) == delivery.DELIVER_TASK:
             queued_deliveries.append(args)
         else:
             others(path, *args, delay_s=delay_s)

@@ -245,3 +245,12 @@ def test_every_slow_task_names_a_real_function():
     assert site_settings.SLOW_TASK_PATHS
     for path in site_settings.SLOW_TASK_PATHS:
         assert callable(workers.resolve(path)) and workers.task_path(workers.resolve(path)) == path
+
+
+def test_the_task_path_constants_name_their_functions():
+    from alerts import annotations, delivery
+
+    assert delivery.DELIVER_TASK == workers.task_path(delivery.deliver)
+    assert annotations.LOCALIZE_TASK == workers.task_path(annotations.localize_event)
+    assert annotations.LOCALIZE_IN_TURN_TASK == workers.task_path(annotations.localize_in_turn)
+    assert annotations.FLATTEN_TASK == workers.task_path(annotations.flatten_skymap)
