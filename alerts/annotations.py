@@ -43,24 +43,25 @@ failed or skipped step leaves a one-line log entry on the event saying why.
 import json
 import logging
 
-from django.conf import settings
 from django.db import transaction
 
 from alerts import handlers, products, workers
+from alerts import vocabulary as v
+from alerts.config import policy
 from alerts.handlers import handles
 from alerts.models import Event, File, Log, SkymapSummary, StepRun
-from alerts.science import em_bright, localization, pastro, plots
+from alerts.science import em_bright, localization, pastro
 from alerts.steps import StepSkipped, record_step
 from alerts.store import add_file, add_label, latest_file, log
 
 logger = logging.getLogger(__name__)
 
-COINC = "coinc.xml"
-PSD = "psd.xml.gz"
-RANKING_DATA = "ranking_data.xml.gz"
-EM_BRIGHT = "em_bright.json"
-MULTIORDER_SUFFIX = ".multiorder.fits"
-SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = "SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"
+COINC = v.COINC_FILENAME
+PSD = v.PSD_FILENAME
+RANKING_DATA = v.RANKING_DATA_FILENAME
+EM_BRIGHT = v.EM_BRIGHT_FILENAME
+MULTIORDER_SUFFIX = v.MULTIORDER_SUFFIX
+SKYMAP_READY, EMBRIGHT_READY, PASTRO_READY = v.READY_LABELS
 TRANSIENT_ERRORS = (OSError, MemoryError)
 MAX_LOG_REASON_CHARS = 300
 # external_key prefix of the log entry that records a BAYESTAR run's inputs.
@@ -70,10 +71,6 @@ BAYESTAR_INPUT_KEY = "bayestar-input:"
 LOCALIZE_TASK = "alerts.annotations.localize_event"
 LOCALIZE_IN_TURN_TASK = "alerts.annotations.localize_in_turn"
 FLATTEN_TASK = "alerts.annotations.flatten_skymap"
-
-
-def policy():
-    return settings.ORCHESTRATOR
 
 
 def pastro_filename(pipeline):
@@ -128,8 +125,8 @@ def run_product_step(step, event, path, args, attempt, body):
 @handles(handlers.EVENT_CREATED)
 def localize_if_coinc_has_psd(event_pk):
     event = Event.objects.get(pk=event_pk)
-    if event.group == "CBC" and event.extra_attributes.get("has_psd"):
-        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
+    if event.group == v.CBC and event.extra_attributes.get("has_psd"):
+        workers.enqueue(localize_in_turn, event_pk)
 
 
 def alert_may_wait_for(event):
@@ -151,7 +148,7 @@ def localize_in_turn(event_pk, deferred=False):
     event = Event.objects.select_related("superevent").get(pk=event_pk)
     if not deferred and not alert_may_wait_for(event):
         logger.info("sky map of %s queued behind the preferred events'", event.graceid)
-        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk, True)
+        workers.enqueue(localize_in_turn, event_pk, True)
         return
     localize_event(event_pk)
 
@@ -191,9 +188,9 @@ def localize_event(event_pk, disabled_detectors=(), force=False, attempt=1):
                                   external_key="" if recorded else key)
             # Queued before the label, so that inline the flattened map is
             # there before anything SKYMAP_READY wakes looks for it.
-            workers.enqueue(FLATTEN_TASK, event_pk, stored.pk)
+            workers.enqueue(flatten_skymap, event_pk, stored.pk)
             add_label(event, SKYMAP_READY)
-            workers.enqueue("alerts.annotations.plot_skymap", event_pk, stored.pk)
+            workers.enqueue(plot_skymap, event_pk, stored.pk)
 
     run_product_step("bayestar", event, LOCALIZE_TASK, (event_pk, list(disabled), force), attempt, body)
 
@@ -219,16 +216,16 @@ def relocalize(event, disabled_detectors):
     if not disabled_detectors:
         raise ValueError("name at least one detector to disable")
     check_detectors(event, disabled_detectors)
-    log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=["sky_loc"])
-    workers.enqueue(LOCALIZE_TASK, event.pk, sorted(disabled_detectors), True)
+    log(event, f"Re-localization requested without {', '.join(disabled_detectors)}", tags=[v.SKY_LOC_TAG])
+    workers.enqueue(localize_event, event.pk, sorted(disabled_detectors), True)
 
 
 def store_skymap(event, name, fits_bytes, summary, message, external_key=""):
     """The sky map file, its summary row and a log line with the numbers
     (call inside a transaction, with the rest of the product)."""
-    stored = add_file(event, name, fits_bytes, tags=["sky_loc", "public"], message=message, announce=False)
+    stored = add_file(event, name, fits_bytes, tags=[v.SKY_LOC_TAG, v.PUBLIC_TAG], message=message, announce=False)
     save_summary(stored, summary)
-    log(event, summary_message(stored, summary), file=stored, tags=["sky_loc"], external_key=external_key)
+    log(event, summary_message(stored, summary), file=stored, tags=[v.SKY_LOC_TAG], external_key=external_key)
     return stored
 
 
@@ -253,7 +250,7 @@ def flatten_skymap(event_pk, file_pk, attempt=1):
     skymap = File.objects.get(pk=file_pk)
 
     def body():
-        add_file(event, localization.FLAT_FILENAME, localization.flatten(skymap.read()), tags=["sky_loc"],
+        add_file(event, localization.FLAT_FILENAME, localization.flatten(skymap.read()), tags=[v.SKY_LOC_TAG],
                  message=f"Flattened {skymap.filename}", announce=False)
 
     run_product_step("skymap_flatten", event, FLATTEN_TASK, (event_pk, file_pk), attempt, body)
@@ -265,8 +262,8 @@ def plot_skymap(event_pk, file_pk, attempt=1):
     skymap = File.objects.get(pk=file_pk)
 
     def body():
-        png = plots.plot_allsky(skymap.read())
-        add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=["sky_loc"],
+        png = products.plot(skymap)
+        add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=[v.SKY_LOC_TAG],
                  message=f"Mollweide projection of {skymap.filename}", announce=False)
 
     run_product_step("skymap_plot", event, "alerts.annotations.plot_skymap", (event_pk, file_pk), attempt, body)
@@ -278,12 +275,12 @@ def accept_pipeline_skymap(event, stored, attempt=1):
         summary = localization.summarize_skymap(stored.read())
         with transaction.atomic():
             save_summary(stored, summary)
-            log(event, summary_message(stored, summary), file=stored, tags=["sky_loc"])
-            if "sky_loc" not in stored.tags:
-                stored.tags = sorted(set(stored.tags) | {"sky_loc", "public"})
+            log(event, summary_message(stored, summary), file=stored, tags=[v.SKY_LOC_TAG])
+            if v.SKY_LOC_TAG not in stored.tags:
+                stored.tags = sorted(set(stored.tags) | {v.SKY_LOC_TAG, v.PUBLIC_TAG})
                 stored.save(update_fields=["tags"])
             add_label(event, SKYMAP_READY)
-            workers.enqueue("alerts.annotations.plot_skymap", event.pk, stored.pk)
+            workers.enqueue(plot_skymap, event.pk, stored.pk)
 
     run_product_step("pipeline_skymap", event, "alerts.annotations.accept_pipeline_skymap_task",
                      (event.pk, stored.pk), attempt, body)
@@ -299,7 +296,7 @@ def accept_pipeline_skymap_task(event_pk, file_pk, attempt=1):
 def classify_source(event_pk, attempt=1):
     """HasNS / HasRemnant / HasMassGap from the template (em_bright.json)."""
     event = Event.objects.get(pk=event_pk)
-    if event.group != "CBC":
+    if event.group != v.CBC:
         return
 
     def body():
@@ -307,11 +304,11 @@ def classify_source(event_pk, attempt=1):
         data = em_bright.em_bright_json(template["mass1"], template["mass2"], template["spin1z"],
                                         template["spin2z"], event.snr)
         with transaction.atomic():
-            stored = add_file(event, EM_BRIGHT, data, tags=["em_bright", "public"],
+            stored = add_file(event, EM_BRIGHT, data, tags=[v.EM_BRIGHT_TAG, v.PUBLIC_TAG],
                               message=f"Source properties: {format_probabilities(json.loads(data))}",
                               announce=False)
             add_label(event, EMBRIGHT_READY)
-            workers.enqueue("alerts.annotations.plot_probabilities", event_pk, stored.pk, "Source properties")
+            workers.enqueue(plot_probabilities, event_pk, stored.pk, "Source properties")
 
     run_product_step("em_bright", event, "alerts.annotations.classify_source", (event_pk,), attempt, body)
 
@@ -335,7 +332,7 @@ def pastro_for_new_event(event_pk):
     newer computed version, the pipeline's own upload by precedence
     (``products.p_astro_file``)."""
     event = Event.objects.get(pk=event_pk)
-    if event.group != "CBC":
+    if event.group != v.CBC:
         return
     compute_pastro(event_pk)
 
@@ -382,10 +379,10 @@ def compute_pastro(event_pk, attempt=1):
             if own is not None:
                 raise StepSkipped(f"{own.filename} uploaded by {event.pipeline} is used as is")
             stored = add_file(event, name, json.dumps(probabilities, sort_keys=True).encode(),
-                              tags=[products.P_ASTRO_TAG, "public", products.COMPUTED_TAG],
+                              tags=[products.P_ASTRO_TAG, v.PUBLIC_TAG, products.COMPUTED_TAG],
                               message=f"p_astro: {format_probabilities(probabilities)}", announce=False)
             add_label(event, PASTRO_READY)
-            workers.enqueue("alerts.annotations.plot_probabilities", event_pk, stored.pk, "p_astro")
+            workers.enqueue(plot_probabilities, event_pk, stored.pk, "p_astro")
 
     run_product_step("p_astro", event, "alerts.annotations.compute_pastro", (event_pk,), attempt, body)
 
@@ -402,12 +399,12 @@ def accept_pipeline_pastro(event, stored, attempt=1):
                 stored.save(update_fields=["tags"])
             raise
         with transaction.atomic():
-            stored.tags = sorted(set(stored.tags) | {products.P_ASTRO_TAG, "public"})
+            stored.tags = sorted(set(stored.tags) | {products.P_ASTRO_TAG, v.PUBLIC_TAG})
             stored.save(update_fields=["tags"])
             log(event, f"{stored.filename} from {event.pipeline} validated, used as is: "
-                       f"{format_probabilities(probabilities)}", file=stored, tags=["p_astro"])
+                       f"{format_probabilities(probabilities)}", file=stored, tags=[v.P_ASTRO_TAG])
             add_label(event, PASTRO_READY)
-            workers.enqueue("alerts.annotations.plot_probabilities", event.pk, stored.pk, "p_astro")
+            workers.enqueue(plot_probabilities, event.pk, stored.pk, "p_astro")
 
     run_product_step("pipeline_p_astro", event, "alerts.annotations.accept_pipeline_pastro_task",
                      (event.pk, stored.pk), attempt, body)
@@ -423,7 +420,9 @@ def plot_probabilities(event_pk, file_pk, title, attempt=1):
     source = File.objects.get(pk=file_pk)
 
     def body():
-        png = plots.plot_bars(json.loads(source.read()), title)
+        png = products.plot(source, title)
+        if png is None:
+            raise StepSkipped(f"{source.filename} holds no known probabilities")
         add_file(event, source.name.removesuffix(".json") + ".png", png, tags=source.tags,
                  message=f"Bar chart of {source.filename}", announce=False)
 
@@ -442,13 +441,13 @@ def on_event_file(event_pk, file_pk):
     """Which annotation a pipeline's upload triggers, by file name."""
     event = Event.objects.get(pk=event_pk)
     stored = File.objects.get(pk=file_pk)
-    if event.group == "CBC" and stored.name == PSD:
-        workers.enqueue(LOCALIZE_IN_TURN_TASK, event_pk)
-    elif event.group == "CBC" and stored.name == RANKING_DATA:
+    if event.group == v.CBC and stored.name == PSD:
+        workers.enqueue(localize_in_turn, event_pk)
+    elif event.group == v.CBC and stored.name == RANKING_DATA:
         compute_pastro(event_pk)
     elif stored.name.endswith(".p_astro.json"):
         accept_pipeline_pastro(event, stored)
-    elif stored.name.endswith(MULTIORDER_SUFFIX) and event.group == "Burst":
+    elif stored.name.endswith(MULTIORDER_SUFFIX) and event.group == v.BURST:
         accept_pipeline_skymap(event, stored)
 
 

@@ -17,6 +17,7 @@ from alerts import products
 from alerts.science import circular_text
 from alerts.science.notices import ALERT_TYPE_TITLES
 from alerts.store import add_file, latest_file
+from alerts import vocabulary as v
 
 TEMPLATE_DIR = "circulars"
 CIRCULAR_SUFFIX = "-circular.txt"
@@ -37,7 +38,7 @@ def _event_fields(event):
     return {
         "graceid": event.graceid,
         "group": event.group,
-        "is_cbc": event.group == "CBC",
+        "is_cbc": event.group == v.CBC,
         "pipeline": event.pipeline,
         "search": event.search,
         "gpstime": event.gpstime,
@@ -118,7 +119,7 @@ def circular_context(superevent, alert_type="PRELIMINARY", event=None):
                                 for p in found_by]
         context["pipeline_citations"] = [f"{p['title']} [{p['ref']}]" if p["ref"] else p["title"]
                                          for p in context["pipelines"]]
-        if event.group == "CBC":
+        if event.group == v.CBC:
             context["classification"] = circular_text.ranked(products.classification(superevent) or {})
         context["properties"] = products.properties(superevent) or {}
     skymap = products.skymap_file(superevent)

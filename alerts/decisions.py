@@ -23,13 +23,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from alerts import annotations, circulars, delivery, handlers, products, roles, store, workers
-from alerts.models import AuditRecord, Event, File, Log, Notice, NoticeDelivery, Superevent
+from alerts.models import AuditRecord, Category, Event, File, Log, Notice, NoticeDelivery, Superevent
 from alerts.science.notices import ROLE_TEST, NoticeContent, NoticeValidationError, notice_role
 from alerts.vocabulary import (ADVNO, ADVOK, HUMAN_ALERT_TYPES, INITIAL_ALERT, INJ, PRELIMINARY_ALERT,
                                RETRACTION_ALERT, UPDATE_ALERT, VERDICT_LABELS)
 # The Preliminary's content builder, reused so Initial and Update say the
 # same things the same way (one import, so it can be re-pointed in one place).
-from alerts.orchestrator import SIGNIFICANT, notice_content
+from alerts.orchestrator.alerts import notice_content
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +187,13 @@ def _content(superevent, alert_type, chosen, serial):
     if alert_type == RETRACTION_ALERT:
         injection = INJ in superevent.label_names()
         role = notice_role(superevent.superevent_id, injection)
-        if superevent.category != "Production":
+        if superevent.category != Category.PRODUCTION:
             role = ROLE_TEST
         return NoticeContent(alert_type=RETRACTION_ALERT, superevent_id=superevent.superevent_id, serial=serial,
                              time_created=timezone.now(), urls={"gracedb": products.superevent_url(superevent)},
                              role=role, hardware_injection=injection)
-    base = notice_content(superevent, superevent.preferred_event, SIGNIFICANT, serial)
-    skymap = _skymap_of(chosen)
-    return dataclasses.replace(base, alert_type=alert_type, significant=True, skymap=skymap.read(),
-                               skymap_filename=skymap.filename, skymap_url=products.file_url(skymap))
+    return notice_content(superevent, superevent.preferred_event, alert_type, serial, significant=True,
+                          skymap_file=_skymap_of(chosen))
 
 
 def _file_specs(chosen):

@@ -73,7 +73,7 @@ from alerts.models import Notice, NoticeDelivery, NoticePayload, Superevent
 from alerts.science.notices import (ROLE_OBSERVATION, ROLES, NoticeContent, NoticeValidationError,
                                     build_avro_notice, build_json_notice, notice_identity)
 from alerts.science.voevent import build_voevent
-from alerts.steps import WORKER_NAME, StepSkipped, record_step
+from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME, StepSkipped, record_step
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ BUILDERS = {"json": build_json_notice, "avro": build_avro_notice, "voevent": bui
 FORMATS = tuple(BUILDERS)
 UNSENT = (NoticeDelivery.Status.PENDING, NoticeDelivery.Status.SENDING)
 REASON_MAX_CHARS = Notice._meta.get_field("reason").max_length
-MAX_ERROR_CHARS = 2000
 # The watchdog of a claim runs this long after the claim has gone stale.
 WATCHDOG_MARGIN_S = 5.0
 # Roles a destination takes when its settings name none.
@@ -208,7 +207,7 @@ def _issued_already(existing, content):
         raise ValueError(f"reason {existing.reason!r} of {existing.superevent} was issued as "
                          f"{existing.alert_type}, not {content.alert_type}")
     if existing.deliveries.filter(status__in=UNSENT).exists():
-        workers.enqueue(DELIVER_TASK, existing.pk)
+        workers.enqueue(deliver, existing.pk)
     return existing
 
 
@@ -255,7 +254,7 @@ def _record_notice(superevent, reason, content, formats, configured):
     store.log(superevent, f"Notice {identity} ({reason}, role {content.role}) issued; delivering to {where}{why_not}",
               tags=[NOTICE_TAG])
     if targets:
-        workers.enqueue(DELIVER_TASK, notice.pk)
+        workers.enqueue(deliver, notice.pk)
     else:
         logger.warning("notice %s (role %s) has no destination taking it (ORCHESTRATOR['NOTICE_DESTINATIONS'])",
                        identity, content.role)
@@ -287,7 +286,7 @@ def deliver(notice_pk, local_only=False):
     except DeliveryIncomplete as incomplete:  # recorded on the step, the rows and the superevent
         retry_delay = incomplete.retry_delay_s
     if retry_delay is not None:
-        workers.enqueue(DELIVER_TASK, notice.pk, delay_s=retry_delay)
+        workers.enqueue(deliver, notice.pk, delay_s=retry_delay)
 
 
 def _deliver_unsent(notice, names=None):
@@ -350,7 +349,7 @@ def _claim_next(notice, token, exclude, names=None):
         delivery.save(update_fields=["status", "claimed_at", "claim_token", "attempts", "updated"])
         if not workers.run_inline():
             # Recovers this delivery if this worker dies before recording it.
-            workers.enqueue(DELIVER_TASK, notice.pk, delay_s=policy["claim_timeout_s"] + WATCHDOG_MARGIN_S)
+            workers.enqueue(deliver, notice.pk, delay_s=policy["claim_timeout_s"] + WATCHDOG_MARGIN_S)
         if previous_claim:
             store.log(notice.superevent,
                       f"Notice {notice.identity}: claim {previous_claim} on {delivery.destination}/{delivery.format} "
@@ -407,5 +406,5 @@ def resume_deliveries():
     worker start, in case a watchdog task was lost); returns how many."""
     pks = list(Notice.objects.filter(deliveries__status__in=UNSENT).values_list("pk", flat=True).distinct())
     for pk in pks:
-        workers.enqueue(DELIVER_TASK, pk)
+        workers.enqueue(deliver, pk)
     return len(pks)

@@ -25,26 +25,23 @@ import json
 import logging
 
 from astropy.time import Time
-from django.conf import settings
 
+from alerts.config import policy
 from alerts.models import Label
 from alerts.science.detchar import LABEL_DQOK, LABEL_DQV, DetcharResult, check_vectors
 from alerts.steps import record_step
 from alerts.store import add_file, add_label, log, remove_label
+from alerts import vocabulary as v
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILENAME = "data_quality_report.json"
-REPORT_TAGS = ("data_quality",)
+REPORT_TAGS = (v.DATA_QUALITY_TAG,)
 NO_FRAMES_REASON = "no frame files configured (DETCHAR_FRAME_GLOB is empty): data quality unknown, not a veto"
 # Creator of the labels this check adds; only those are ever removed by it.
 DETCHAR_CREATOR = "detchar"
 # The verdict labels, which follow the latest check (INJ only ever accrues).
 VERDICT_LABELS = (LABEL_DQOK, LABEL_DQV)
-
-
-def policy():
-    return settings.ORCHESTRATOR
 
 
 def padding(event):

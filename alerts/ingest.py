@@ -1,4 +1,4 @@
-"""IGWN Alert messages (GraceDB's JSON format, DESIGN.md section 5b) into the store.
+"""IGWN Alert messages (GraceDB's JSON format) into the store.
 
 A message names an event or superevent (``uid``), what happened
 (``alert_type``), what changed (``data``) and the whole current object
@@ -21,13 +21,14 @@ from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, add_event_file, cr
 from alerts.models import Category, Event, Superevent
 from alerts.science.coinc import chirp_mass
 from alerts.store import add_label, log, remove_label
+from alerts import vocabulary as v
 
 logger = logging.getLogger(__name__)
 
 SUPEREVENT_UID = re.compile(r"^(S|MS|TS)\d{6}[a-z]+$")
 EVENT_ALERT_TYPES = {"new", "update", "label_added", "label_removed", "log"}
 SUPEREVENT_ALERT_TYPES = EVENT_ALERT_TYPES | {"event_added"}
-GROUP_NAMES = {"cbc": "CBC", "burst": "Burst"}
+GROUP_NAMES = {"cbc": v.CBC, "burst": v.BURST}
 # Rejection.source of refused messages.
 INGEST_SOURCE = "ingest"
 # GraceDB's per-pipeline tables inside an event's extra_attributes.
@@ -189,8 +190,8 @@ def ensure_event(uid, obj):
     group = GROUP_NAMES.get(str(obj.get("group", "")).lower())
     if group is None:
         raise MessageError(f"{uid}: unknown group {obj.get('group')!r}")
-    search = obj.get("search") or "AllSky"
-    category = Category.MDC if search == "MDC" or uid.startswith("M") else (
+    search = obj.get("search") or v.ALLSKY
+    category = Category.MDC if search == v.MDC or uid.startswith("M") else (
         Category.TEST if uid.startswith("T") else Category.PRODUCTION)
     try:
         extra = canonical_extra_attributes(obj.get("extra_attributes"))

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from alerts import vocabulary as v
+
 
 class Category(models.TextChoices):
     """Which stream a candidate belongs to; superevent IDs differ per stream."""
@@ -20,8 +22,8 @@ class Category(models.TextChoices):
 
 
 class Group(models.TextChoices):
-    CBC = "CBC", "Compact binary coalescence"
-    BURST = "Burst", "Burst"
+    CBC = v.CBC, "Compact binary coalescence"
+    BURST = v.BURST, "Burst"
 
 
 class Event(models.Model):
@@ -31,7 +33,7 @@ class Event(models.Model):
     category = models.CharField(max_length=16, choices=Category.choices, default=Category.PRODUCTION)
     group = models.CharField(max_length=16, choices=Group.choices)
     pipeline = models.CharField(max_length=32)
-    search = models.CharField(max_length=32, default="AllSky")
+    search = models.CharField(max_length=32, default=v.ALLSKY)
     gpstime = models.FloatField(help_text="GPS time of the candidate (s)")
     far = models.FloatField(help_text="False alarm rate (Hz)")
     snr = models.FloatField(null=True, blank=True, help_text="Network SNR")
@@ -143,7 +145,7 @@ def exactly_one_owner(name):
 
 
 class Label(OwnedByEventOrSuperevent):
-    """A named flag; labels drive the workflow (DESIGN.md section 4)."""
+    """A named flag; labels drive the workflow."""
 
     name = models.CharField(max_length=32)
     created = models.DateTimeField(auto_now_add=True)
@@ -450,3 +452,45 @@ class WriteBack(models.Model):
 
     def __str__(self):
         return f"{self.key} -> {self.target or '?'} ({self.state})"
+
+
+class Vetting(models.Model):
+    """Where a superevent's automatic preliminary flow stands (one row per
+    superevent; its logs keep the human-readable history).
+
+    Each stage is claimed once with one conditional UPDATE on this row
+    (``filter(pk=..., state__in=...).update(...)``: the row count says who
+    won), so two workers never run the same stage.
+    """
+
+    class State(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"  # waiting for the preferred event to settle
+        WAITING = "waiting", "Waiting for annotations"
+        RUNNING = "running", "Running"  # attempt ``attempt`` holds the claim since ``claimed_at``
+        FAILED = "failed", "Failed"  # attempt ``attempt`` raised; free for a retry
+        DONE = "done", "Done"  # the first pass ended (alert or gate)
+
+    superevent = models.OneToOneField(Superevent, on_delete=models.CASCADE, related_name="vetting")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.SCHEDULED)
+    attempt = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=200, blank=True, default="")
+    reason = models.TextField(blank=True, default="")  # why the latest attempt failed
+    scheduled = models.BooleanField(default=False)  # handle_superevent queued the vetting
+    cleanup_scheduled = models.BooleanField(default=False)
+    cleanup_done = models.BooleanField(default=False)  # the clean-up pass claimed
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(state__in=["scheduled", "waiting", "running", "failed", "done"]), name="vetting_state_valid"),
+            models.CheckConstraint(
+                condition=~models.Q(state__in=["running", "failed"]) | models.Q(attempt__gte=1, claimed_at__isnull=False),
+                name="vetting_attempt_is_claimed"),
+            models.CheckConstraint(condition=~models.Q(state="done") | models.Q(finished_at__isnull=False),
+                                   name="vetting_done_has_finished_at"),
+        ]
+        indexes = [models.Index(fields=["state", "claimed_at"], name="vetting_state_claimed")]
+
+    def __str__(self):
+        return f"{self.superevent_id}: {self.state} (attempt {self.attempt})"

@@ -21,20 +21,14 @@ from alerts import models
 from alerts.models import File
 from alerts.science.notices import CLASSIFICATION_NAMES, PROPERTY_NAMES
 from alerts.store import owner_kwargs
+from alerts.vocabulary import (COMPUTED_TAG, EM_BRIGHT_FILENAME, FLAT_SUFFIX, MULTIORDER_SUFFIX,  # noqa: F401
+                               P_ASTRO_SUFFIX, P_ASTRO_TAG, PNG_SUFFIX, SKY_LOC_TAG)
 
 logger = logging.getLogger(__name__)
 
-SKY_LOC_TAG = "sky_loc"
-MULTIORDER_SUFFIX = ".multiorder.fits"
-FLAT_SUFFIX = ".fits.gz"
-EM_BRIGHT_FILENAME = "em_bright.json"
-P_ASTRO_SUFFIX = ".p_astro.json"
-P_ASTRO_TAG = "p_astro"
-COMPUTED_TAG = "computed"
-"""Tag of a p_astro.json the orchestrator computed itself (not the
-pipeline's own), so that the pipeline's upload can win whatever the order
-in which they arrive."""
-PNG_SUFFIX = ".png"
+# COMPUTED_TAG marks a p_astro.json the orchestrator computed itself (not
+# the pipeline's own), so that the pipeline's upload can win whatever the
+# order in which they arrive.
 SKYMAP_SUMMARY_FIELDS = ("area_50_deg2", "area_90_deg2", "distance_mean_mpc", "distance_std_mpc")
 
 
@@ -120,6 +114,27 @@ def plot_name(name):
         if name.endswith(suffix):
             return name[: -len(suffix)] + PNG_SUFFIX
     return None
+
+
+PLOT_TITLES = {EM_BRIGHT_FILENAME: "Source properties", P_ASTRO_SUFFIX: "Source classification"}
+
+
+def plot(file, title=None):
+    """The PNG figure of a product, or None: the all-sky map of a multi-order
+    sky map, the bar chart of the known probabilities of em_bright.json or a
+    p_astro.json (``title``, or a default one)."""
+    from alerts.science import plots
+
+    if file.name.endswith(MULTIORDER_SUFFIX):
+        return plots.plot_allsky(file.read())
+    if file.name == EM_BRIGHT_FILENAME:
+        names, kind = PROPERTY_NAMES, EM_BRIGHT_FILENAME
+    elif file.name.endswith(P_ASTRO_SUFFIX):
+        names, kind = CLASSIFICATION_NAMES, P_ASTRO_SUFFIX
+    else:
+        return None
+    values = probabilities_in(file, names)
+    return plots.plot_bars(values, title or PLOT_TITLES[kind]) if values else None
 
 
 def probabilities_in(file, allowed):

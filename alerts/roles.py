@@ -1,4 +1,4 @@
-"""Who may do what: the roles of DESIGN.md section 3, in one place.
+"""Who may do what: the roles, in one place.
 
 - anonymous: nothing (the API answers 401, pages redirect to sign-in);
 - reader: any signed-in active user reads everything and changes nothing;

@@ -1,5 +1,5 @@
 """Pure rules of the superevent manager: IDs, windows, significance, and the
-preferred-event order of DESIGN.md section 4.
+preferred-event order.
 
 Nothing here touches the database; the manager in ``alerts.superevents``
 applies these rules under a lock.
@@ -9,6 +9,8 @@ import string
 from dataclasses import dataclass
 
 import lal
+
+from alerts import vocabulary as v
 
 ID_PREFIX = {"production": "S", "mdc": "MS", "test": "TS"}
 SUFFIX_ALPHABET = string.ascii_lowercase
@@ -63,7 +65,7 @@ def event_window(candidate, policy):
     event's own start time and duration when it has them, padded.
     """
     extra = candidate.extra or {}
-    if candidate.group == "Burst" and extra.get("duration"):
+    if candidate.group == v.BURST and extra.get("duration"):
         start = extra.get("start_time", candidate.gpstime - extra["duration"] / 2)
         pad = policy["BURST_WINDOW_PAD_S"]
         return start - pad, start + extra["duration"] + pad
@@ -90,7 +92,7 @@ def significance_rule(candidate, policy):
 
 
 def is_significant(candidate, policy):
-    """``trials_factor * FAR <= threshold`` (DESIGN.md section 4) for its
+    """``trials_factor * FAR <= threshold`` for its
     group and search, aliases applied: the one definition of a significant
     candidate, for the preferred-event order, the locks and the orchestrator."""
     rule = significance_rule(candidate, policy)
@@ -118,7 +120,7 @@ def preference_key(candidate, policy):
     it, so a replayed MDC event counts), less-significant, CBC over Burst,
     more detectors, then higher SNR (CBC) or lower FAR (Burst).
     """
-    is_cbc = candidate.group == "CBC"
+    is_cbc = candidate.group == v.CBC
     if is_cbc:
         strength = candidate.snr or 0.0
     else:

@@ -6,7 +6,7 @@ file-name constants together), so that a name is spelled once and a rename
 is caught at import time, not at run time.
 """
 
-# --- groups and searches (DESIGN.md section 2) ---------------------------------
+# --- groups and searches ---------------------------------
 CBC = "CBC"
 BURST = "Burst"
 GROUPS = (CBC, BURST)
@@ -18,7 +18,7 @@ SSM = "SSM"
 MDC = "MDC"
 SEARCHES = (ALLSKY, EARLY_WARNING, BBH, SSM, MDC)
 
-# --- labels (DESIGN.md section 4) ----------------------------------------------
+# --- labels ----------------------------------------------
 ADVREQ = "ADVREQ"
 ADVOK = "ADVOK"
 ADVNO = "ADVNO"

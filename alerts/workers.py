@@ -11,7 +11,7 @@ Delayed work goes into the ``DelayedTask`` table; the timer (``run_timer``,
 started by ``manage.py qcluster``) polls it every ``TIMER_POLL_S`` seconds
 and hands due tasks to django-q2, marking them fired only once the broker
 has them (``fire_due_tasks``). django-q2's own scheduler only looks at
-its schedules every ~30 s (measured by benchmarks/alert_latency.py), far
+its schedules every few tens of seconds (benchmarks/alert_latency.py), far
 too coarse for ``orchestrator_timeout``.
 """
 import datetime
@@ -26,13 +26,17 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
+from alerts.config import policy
+
 logger = logging.getLogger(__name__)
 
 TIMER_BATCH_SIZE = 100
 
 
-def policy():
-    return settings.ORCHESTRATOR
+def task_path(task):
+    """The dotted path of a task given as a function or as a dotted path
+    (DelayedTask rows and django-q2 keep paths)."""
+    return task if isinstance(task, str) else f"{task.__module__}.{task.__qualname__}"
 
 
 def resolve(path):
@@ -44,8 +48,10 @@ def run_inline():
     return policy()["TASKS_INLINE"]
 
 
-def enqueue(path, *args, delay_s=0.0):
-    """Run ``path(*args)`` on a worker, ``delay_s`` seconds from now at the earliest."""
+def enqueue(task, *args, delay_s=0.0):
+    """Run ``task(*args)`` on a worker, ``delay_s`` seconds from now at the
+    earliest; ``task`` is a function (or its dotted path)."""
+    path = task_path(task)
     if run_inline():
         transaction.on_commit(lambda: resolve(path)(*args))
         return

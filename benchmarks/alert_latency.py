@@ -124,10 +124,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # annotations_arrived vets in its own task, which writes the notice to the
 # outbox itself; the deliver task it also queues sends to remote destinations.
 CHAINS = {
-    "pastro-upload": ("alerts.annotations.on_event_file", "alerts.orchestrator.annotations_arrived"),
-    "pastro-label": ("alerts.orchestrator.annotations_arrived",),
+    "pastro-upload": ("alerts.annotations.on_event_file", "alerts.orchestrator.flow.annotations_arrived"),
+    "pastro-label": ("alerts.orchestrator.flow.annotations_arrived",),
     # With ORCHESTRATOR_TIMEOUT_S at 0, handle_superevent vets in its own task.
-    "event": ("alerts.superevents.process_event", "alerts.orchestrator.handle_superevent"),
+    "event": ("alerts.superevents.process_event", "alerts.orchestrator.flow.handle_superevent"),
 }
 
 
@@ -400,11 +400,10 @@ def new_event(index, with_pastro, complete):
 
 def waiting_superevent(event_pk):
     """(superevent pk, id) once the orchestrator waits for the event's annotations."""
-    from alerts.models import Event, Log
-    from alerts.orchestrator import WAITING_KEY
+    from alerts.models import Event, Vetting
 
     superevent_pk = Event.objects.filter(pk=event_pk).values_list("superevent_id", flat=True).first()
-    if superevent_pk and Log.objects.filter(superevent_id=superevent_pk, external_key=WAITING_KEY).exists():
+    if superevent_pk and Vetting.objects.filter(superevent_id=superevent_pk, state=Vetting.State.WAITING).exists():
         return superevent_pk
     return None
 
@@ -471,15 +470,15 @@ def collect_timeline(runs, last_input):
         alert_step = StepRun.objects.filter(superevent_id=run.superevent_pk, step="preliminary_alert").first()
         names = {
             "alerts.annotations.on_event_file": f"on_event_file({run.event_pk}, ",
-            "alerts.orchestrator.annotations_arrived": f"annotations_arrived({run.event_pk}, PASTRO_READY)",
-            "alerts.orchestrator.vet_superevent": f"vet_superevent({run.superevent_pk}, ",
+            "alerts.orchestrator.flow.annotations_arrived": f"annotations_arrived({run.event_pk}, PASTRO_READY)",
+            "alerts.orchestrator.flow.vet_superevent": f"vet_superevent({run.superevent_pk}, ",
             "alerts.superevents.process_event": f"process_event({run.event_pk})",
-            "alerts.orchestrator.handle_superevent": f"handle_superevent({run.superevent_pk})",
+            "alerts.orchestrator.flow.handle_superevent": f"handle_superevent({run.superevent_pk})",
         }
         marks = {"input committed": run.input_s}
         for func in CHAINS[last_input]:
             tasks = Task.objects.filter(func=func, name__startswith=names[func], started__gte=since)
-            if func == "alerts.orchestrator.vet_superevent" and alert_step is not None:
+            if func == "alerts.orchestrator.flow.vet_superevent" and alert_step is not None:
                 # The vetting that sent the alert (a look on its poll timer
                 # may also have run after the input and found nothing to do).
                 tasks = tasks.filter(started__lte=alert_step.started, stopped__gte=alert_step.started)

@@ -82,7 +82,7 @@ def orchestrator_step(event_pk):
 def run(count=3, repeats=2, seed=11, out=print):
     from alerts.events import PSD_FILENAME, create_event
     from alerts.models import Event
-    from alerts.science.simulation import F_LOW_HZ, make_mock_events
+    from alerts.mockdata.simulation import F_LOW_HZ, make_mock_events
 
     out(machine_line())
     mocks = make_mock_events(count, seed=seed, start_gps=1_300_000_000)

@@ -141,7 +141,7 @@ def fetch_latency(graceid, psd, env):
 def run_benchmark(messages=DEFAULT_MESSAGES, events=DEFAULT_EVENTS, workers=DEFAULT_WORKERS, out=print):
     from confluent_kafka import Producer
 
-    from alerts.science.simulation import make_mock_events
+    from alerts.mockdata.simulation import make_mock_events
 
     holder = Producer({"test.mock.num.brokers": 1})
     broker = "{0.host}:{0.port}".format(list(holder.list_topics(timeout=10).brokers.values())[0])

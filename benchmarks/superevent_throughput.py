@@ -204,7 +204,7 @@ def split(specs, workers):
 
 def make_coinc_pool(size, seed, start_gps=DEFAULT_START_GPS):
     """``size`` simulated coinc.xml documents (parsed), all significant."""
-    from alerts.science.simulation import PIPELINES, make_mock_events
+    from alerts.mockdata.simulation import PIPELINES, make_mock_events
 
     sources = math.ceil(size / len(PIPELINES))
     mocks = make_mock_events(sources, seed, start_gps=start_gps, spacing=SOURCE_SPACING_S,

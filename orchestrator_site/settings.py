@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from alerts import vocabulary as v  # names only: imports nothing
 from orchestrator_site.policy import PolicyError, apply_overrides as apply_policy_overrides
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -309,6 +310,15 @@ LOGGING = {
 # --- Orchestrator policy ---------------------------------------------------------
 DAY_S = 86400.0
 HOUR_S = 3600.0
+# The long tasks (BAYESTAR, plots); tests check that each names a function.
+SLOW_TASK_PATHS = [
+    "alerts.annotations.localize_in_turn",
+    "alerts.annotations.localize_event",
+    "alerts.annotations.flatten_skymap",
+    "alerts.annotations.plot_skymap",
+    "alerts.annotations.plot_probabilities",
+]
+
 ORCHESTRATOR = {
     # Run tasks inline in the calling process instead of queueing them for
     # qcluster (tests, one-shot commands, a laptop without a worker).
@@ -317,13 +327,7 @@ ORCHESTRATOR = {
     # late a wait such as orchestrator_timeout can fire.
     "TIMER_POLL_S": env_float("ORCHESTRATOR_TIMER_POLL_S", 0.05),
     # Tasks sent to the slow queue (see Q_SLOW_WORKERS); empty when it is off.
-    "SLOW_TASKS": [
-        "alerts.annotations.localize_in_turn",
-        "alerts.annotations.localize_event",
-        "alerts.annotations.flatten_skymap",
-        "alerts.annotations.plot_skymap",
-        "alerts.annotations.plot_probabilities",
-    ] if Q_SLOW_WORKERS > 0 else [],
+    "SLOW_TASKS": SLOW_TASK_PATHS if Q_SLOW_WORKERS > 0 else [],
     # Group an uploaded event into its superevent inside the upload's own
     # transaction (one commit and a queue hop fewer; the superevent exists
     # when the upload returns). The EVENT_CREATED task then finds it done,
@@ -342,34 +346,34 @@ ORCHESTRATOR = {
     # (group, search); trials_factor * FAR must be at most the threshold
     # (alerts.superevent_rules.is_significant).
     "SIGNIFICANT": {
-        ("CBC", "AllSky"): (7, 1 / (30 * DAY_S)),
-        ("CBC", "EarlyWarning"): (4, 1 / (30 * DAY_S)),
-        ("CBC", "SSM"): (3, 1 / (365 * DAY_S)),
-        ("Burst", "BBH"): (7, 1 / (30 * DAY_S)),
-        ("Burst", "AllSky"): (3, 1 / (365 * DAY_S)),
+        (v.CBC, v.ALLSKY): (7, 1 / (30 * DAY_S)),
+        (v.CBC, v.EARLY_WARNING): (4, 1 / (30 * DAY_S)),
+        (v.CBC, v.SSM): (3, 1 / (365 * DAY_S)),
+        (v.BURST, v.BBH): (7, 1 / (30 * DAY_S)),
+        (v.BURST, v.ALLSKY): (3, 1 / (365 * DAY_S)),
     },
     # Less-significant alerts: FAR (Hz) at most this; None disables. The
     # usual trials factor of 8 multiplies both sides and cancels.
     "LESS_SIGNIFICANT_FAR": {
-        ("CBC", "AllSky"): 2 / DAY_S,
-        ("Burst", "AllSky"): 2 / DAY_S,
-        ("Burst", "BBH"): 2 / DAY_S,
-        ("CBC", "EarlyWarning"): None,
-        ("CBC", "SSM"): None,
+        (v.CBC, v.ALLSKY): 2 / DAY_S,
+        (v.BURST, v.ALLSKY): 2 / DAY_S,
+        (v.BURST, v.BBH): 2 / DAY_S,
+        (v.CBC, v.EARLY_WARNING): None,
+        (v.CBC, v.SSM): None,
     },
     # Annotation labels an event needs before it counts as complete.
     "COMPLETE_ANNOTATIONS": {
-        "CBC": ["SKYMAP_READY", "EMBRIGHT_READY", "PASTRO_READY"],
-        "Burst": ["SKYMAP_READY"],
+        v.CBC: [v.SKYMAP_READY, v.EMBRIGHT_READY, v.PASTRO_READY],
+        v.BURST: [v.SKYMAP_READY],
     },
     # Superevent labels that freeze the preferred event.
-    "LOCK_LABELS": {"significant": "SIGNIF_LOCKED", "less_significant": "LOW_SIGNIF_LOCKED"},
+    "LOCK_LABELS": {"significant": v.SIGNIF_LOCKED, "less_significant": v.LOW_SIGNIF_LOCKED},
     # Known pipelines per group; uploads from others are rejected.
     "PIPELINES": {
-        "CBC": ["gstlal", "pycbc", "mbta", "spiir"],
-        "Burst": ["cwb", "olib", "lib", "mly"],
+        v.CBC: ["gstlal", "pycbc", "mbta", "spiir"],
+        v.BURST: ["cwb", "olib", "lib", "mly"],
     },
-    "SEARCHES": ["AllSky", "EarlyWarning", "BBH", "SSM", "MDC"],
+    "SEARCHES": [v.ALLSKY, v.EARLY_WARNING, v.BBH, v.SSM, v.MDC],
     # Low-frequency cutoff for BAYESTAR when the upload does not say (Hz).
     "DEFAULT_F_LOW_HZ": 30.0,
     # p_astro is computed for every CBC event as soon as it arrives (from its
@@ -409,21 +413,21 @@ ORCHESTRATOR = {
     # Searches judged against another search's significant threshold by the
     # orchestrator (mock-data challenge events replay the all-sky search);
     # their less-significant alerts stay as LESS_SIGNIFICANT_FAR says.
-    "SIGNIFICANT_SEARCH_ALIASES": {"MDC": "AllSky"},
+    "SIGNIFICANT_SEARCH_ALIASES": {v.MDC: v.ALLSKY},
     # Tags of the preferred event's files copied to the superevent for a
     # preliminary alert (sky maps, source properties, p_astro and their plots).
-    "PRELIMINARY_PRODUCT_TAGS": ["sky_loc", "em_bright", "p_astro"],
+    "PRELIMINARY_PRODUCT_TAGS": [v.SKY_LOC_TAG, v.EM_BRIGHT_TAG, v.P_ASTRO_TAG],
     # Detector state-vector check (alerts.detchar_task): GWF frames found by
     # this glob with a {detector} placeholder, e.g. /data/{detector}/*.gwf.
     # Empty: no frames configured, the check is skipped (unknown, not a veto).
     "DETCHAR_FRAME_GLOB": os.environ.get("ORCHESTRATOR_DETCHAR_FRAME_GLOB", ""),
     # Seconds checked (before t_start, after t_end), per group; a lower-case
     # pipeline name as key overrides its group.
-    "DETCHAR_PAD_S": {"CBC": (2.0, 2.0), "Burst": (1.5, 1.5)},
+    "DETCHAR_PAD_S": {v.CBC: (2.0, 2.0), v.BURST: (1.5, 1.5)},
     # GCN Circular drafts (alerts.circulars): file tags and the user guide
     # the circular points readers to.
     "CIRCULAR": {
-        "tags": ["em_follow"],
+        "tags": [v.EM_FOLLOW_TAG],
         "user_guide_url": os.environ.get("ORCHESTRATOR_USER_GUIDE_URL", "https://emfollow.docs.ligo.org/userguide/"),
     },
     # Where notices are sent (alerts.delivery / alerts.transports), several at

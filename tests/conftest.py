@@ -11,7 +11,7 @@ os.environ.setdefault("ORCHESTRATOR_DEV", "1")  # worker processes the tests sta
 import pytest
 from django.db import connection
 
-from alerts.science.simulation import PIPELINES, make_mock_events
+from alerts.mockdata.simulation import PIPELINES, make_mock_events
 from tests.mock_data import (DUPLICATES_SEED, DUPLICATES_SOURCE_COUNT, MOCK_SEED, MOCK_SOURCE_COUNT,
                              MOCK_START_GPS)
 

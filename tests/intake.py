@@ -24,6 +24,7 @@ def superevent_manager_only(monkeypatch):
     enqueue = workers.enqueue
 
     def enqueue_manager_only(path, *args, delay_s=0.0):
+        path = workers.task_path(path)
         if path.startswith(MANAGER_TASKS):
             enqueue(path, *args, delay_s=delay_s)
         else:

@@ -22,7 +22,7 @@ from alerts import annotations, products
 from alerts.events import PSD_FILENAME, RANKING_DATA_FILENAME, add_event_file, create_event
 from alerts.models import Event, File, SkymapSummary, StepRun
 from alerts.science import em_bright, localization, pastro
-from alerts.science.simulation import psd_xml_gz_for
+from alerts.mockdata.simulation import psd_xml_gz_for
 from alerts.store import add_file, latest_file
 from tests.annotated import coinc_with_psds, tiny_skymap
 from tests.factories import make_event
@@ -286,7 +286,7 @@ def test_sky_maps_alerts_wait_for_go_first(monkeypatch):
     assert preferred.superevent.preferred_event_id == preferred.pk
 
     queued, ran = [], []
-    monkeypatch.setattr(annotations.workers, "enqueue", lambda path, *args, **kw: queued.append((path, args)))
+    monkeypatch.setattr(annotations.workers, "enqueue", lambda path, *args, **kw: queued.append((annotations.workers.task_path(path), args)))
     monkeypatch.setattr(annotations, "localize_event", lambda pk, *args, **kwargs: ran.append(pk))
     for event in (other, lone, preferred, ungrouped):
         annotations.localize_in_turn(event.pk)
@@ -436,6 +436,7 @@ def test_classification_and_p_astro_do_not_wait_for_bayestar(mock_events, bayest
     real_enqueue = annotations.workers.enqueue
 
     def enqueue(path, *args, **kwargs):
+        path = annotations.workers.task_path(path)
         if path in (annotations.LOCALIZE_IN_TURN_TASK, annotations.LOCALIZE_TASK):
             held.append((path, args))
         else:

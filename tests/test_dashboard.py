@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from alerts import models
 from alerts.dashboard.formatting import SECONDS_PER_YEAR, age_words, duration_words, far_words, largest_class
-from alerts.orchestrator import copy_products
+from alerts.orchestrator.alerts import copy_products
 from alerts.store import add_label
 from alerts.vocabulary import ADVOCATES_GROUP, ADVOK, ADVREQ
 from tests.annotated import annotated_event
@@ -155,10 +155,8 @@ def test_a_readers_post_is_refused_and_nothing_is_sent(users):
 
 @pytest.fixture
 def decisions(monkeypatch):
-    """The decision service the dashboard calls (the stand-in until alerts.decisions is merged)."""
-    from tests import decisions_standin
-    service = decisions_standin.module()
-    monkeypatch.setattr("alerts.dashboard.views._decisions", lambda: service)
+    """The decision service the dashboard calls."""
+    from alerts import decisions as service
     return service
 
 

@@ -23,7 +23,6 @@ from alerts.vocabulary import (ADVNO, ADVOCATES_GROUP, ADVREQ, DATA_QUALITY_REPO
                                SKY_LOC_TAG)
 from tests.annotated import annotated_event, tiny_skymap
 from tests.factories import T0
-from tests import decisions_standin
 from tests.test_dashboard import make_superevents
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,9 +57,8 @@ def browser():
 
 @pytest.fixture
 def decisions(monkeypatch):
-    """The decision service the dashboard calls (the stand-in until alerts.decisions is merged)."""
-    service = decisions_standin.module()
-    monkeypatch.setattr("alerts.dashboard.views._decisions", lambda: service)
+    """The decision service the dashboard calls."""
+    from alerts import decisions as service
     return service
 
 

@@ -136,7 +136,8 @@ def held(monkeypatch):
     """Tasks are recorded instead of run: issue_notice then sends nothing, so
     a test (or its worker processes) can run deliver itself."""
     queued = []
-    monkeypatch.setattr(workers, "enqueue", lambda path, *args, delay_s=0.0: queued.append((path, args, delay_s)))
+    monkeypatch.setattr(workers, "enqueue",
+                        lambda path, *args, delay_s=0.0: queued.append((workers.task_path(path), args, delay_s)))
     return queued
 
 

@@ -13,7 +13,9 @@ from django.utils import timezone
 from lxml import etree
 
 from alerts import delivery, detchar_task, orchestrator, products, transports, workers
-from alerts.models import Log, Notice, NoticeDelivery, NoticePayload, StepRun, Superevent
+from alerts.orchestrator import alerts as orchestrator_alerts
+from alerts.orchestrator import gates, vetting
+from alerts.models import Log, Notice, Vetting, NoticeDelivery, NoticePayload, StepRun, Superevent
 from alerts.store import add_file, add_label
 from tests.annotated import CBC_READY, EM_BRIGHT, P_ASTRO, TINY_PNG, annotated_event, tiny_skymap, write_frames
 from tests.factories import T0, make_event
@@ -38,6 +40,10 @@ def alerts_on(settings, isolated_orchestrator):
     configure(settings, PRELIMINARY_ALERTS=True, NOTICE_DESTINATIONS=[outbox])
 
 
+VET_TASK = workers.task_path(orchestrator.vet_superevent)
+CLEANUP_TASK = workers.task_path(orchestrator.cleanup_superevent)
+
+
 def configure(settings, **changes):
     settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, **changes}
 
@@ -55,7 +61,8 @@ def deferred(monkeypatch):
     held = []
 
     def enqueue(path, *args, delay_s=0.0):
-        if path in (orchestrator.VET_TASK, orchestrator.CLEANUP_TASK):
+        path = workers.task_path(path)
+        if path in (VET_TASK, CLEANUP_TASK):
             held.append((path, args, delay_s))
             return
         transaction.on_commit(lambda: workers.resolve(path)(*args))
@@ -322,11 +329,11 @@ def test_incomplete_annotations_are_awaited_then_the_alert_goes_out_with_what_ex
     configure(settings, ORCHESTRATOR_TIMEOUT_S=5.0, ANNOTATION_MAX_WAIT_S=3.0, ANNOTATION_POLL_S=1.0)
     event = annotated_event(labels=("SKYMAP_READY",), products=("skymap",))
     superevent = superevent_of(event)
-    assert deferred == [(orchestrator.VET_TASK, (superevent.pk, 0), 5.0)]
+    assert deferred == [(VET_TASK, (superevent.pk, 0), 5.0)]
     for _ in range(3):  # three looks, one second apart
-        run_next(deferred, orchestrator.VET_TASK)
+        run_next(deferred, VET_TASK)
         assert deferred[0][2] == 1.0 and reasons(superevent) == []
-    run_next(deferred, orchestrator.VET_TASK)  # the maximum wait is over: go
+    run_next(deferred, VET_TASK)  # the maximum wait is over: go
     assert reasons(superevent) == ["preliminary-1"]
     log = messages(superevent)
     assert f"Waiting up to 3 s for the annotations of {event.graceid} (missing: EMBRIGHT_READY, PASTRO_READY)" in log
@@ -335,7 +342,7 @@ def test_incomplete_annotations_are_awaited_then_the_alert_goes_out_with_what_ex
     notice = json_notice(outbox, Notice.objects.get(superevent=superevent))
     assert notice["event"]["classification"] == {} and notice["event"]["properties"] == {}
     assert base64.b64decode(notice["event"]["skymap"]) == tiny_skymap()
-    assert deferred[0][0] == orchestrator.CLEANUP_TASK
+    assert deferred[0][0] == CLEANUP_TASK
     assert deferred[0][2] == settings.ORCHESTRATOR["PRELIMINARY_CLEANUP_DELAY_S"]
 
 
@@ -343,7 +350,7 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
     configure(settings, ANNOTATION_MAX_WAIT_S=60.0, ANNOTATION_POLL_S=1.0)
     event = annotated_event(labels=("SKYMAP_READY",), products=("skymap",))
     superevent = superevent_of(event)
-    run_next(deferred, orchestrator.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == []
     add_file(event, "em_bright.json", json.dumps(EM_BRIGHT).encode(), tags=["em_bright", "public"], announce=False)
     add_file(event, "gstlal.p_astro.json", json.dumps(P_ASTRO).encode(), tags=["p_astro", "public"], announce=False)
@@ -352,8 +359,8 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
     # The label that completes the event vets at once, in its own task, not
     # at the next look; that look, still held, then finds nothing to do.
     assert reasons(superevent) == ["preliminary-1"]
-    assert [path for path, _, _ in deferred] == [orchestrator.VET_TASK, orchestrator.CLEANUP_TASK]
-    run_next(deferred, orchestrator.VET_TASK)
+    assert [path for path, _, _ in deferred] == [VET_TASK, CLEANUP_TASK]
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["classification"] == P_ASTRO
     assert not any("incomplete" in m for m in messages(superevent))
@@ -362,12 +369,12 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
 def test_second_preliminary_uses_the_reselected_preferred_event(outbox, deferred):
     first = annotated_event(snr=9.0)
     superevent = superevent_of(first)
-    run_next(deferred, orchestrator.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     # A louder event arrives before the clean-up; the clean-up picks it.
     louder = annotated_event(snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1)
     assert superevent_of(louder) == superevent
-    run_next(deferred, orchestrator.CLEANUP_TASK)
+    run_next(deferred, CLEANUP_TASK)
     superevent.refresh_from_db()
     assert superevent.preferred_event_id == louder.pk
     assert reasons(superevent) == ["preliminary-1", "preliminary-2"]
@@ -385,10 +392,10 @@ def test_repeated_handlers_and_steps_send_each_notice_once(outbox, deferred):
     before = sorted((f.name, f.version) for f in superevent.files.all())
     orchestrator.handle_superevent(superevent.pk)  # a repeated SUPEREVENT_CREATED
     orchestrator.vet_superevent(superevent.pk)
-    orchestrator.cleanup_superevent(superevent.pk, orchestrator.SIGNIFICANT, event.pk)
+    orchestrator.cleanup_superevent(superevent.pk, gates.SIGNIFICANT, event.pk)
     run_all(deferred)
     # Even the preliminary step itself, run again, sends and copies nothing new.
-    notice = orchestrator.send_preliminary(superevent, event, orchestrator.SIGNIFICANT, 1)
+    notice = orchestrator_alerts.send_preliminary(superevent, event, gates.SIGNIFICANT, 1)
     assert notice.reason == "preliminary-1"
     assert reasons(superevent) == ["preliminary-1", "preliminary-2"]
     assert sorted((f.name, f.version) for f in superevent.files.all()) == before
@@ -446,8 +453,8 @@ def test_queued_mode_waits_with_delayed_tasks(settings):
     orchestrator.handle_superevent(superevent.pk)
     orchestrator.vet_superevent(superevent.pk, 0)  # as the timer would, 15 s later
     tasks = list(DelayedTask.objects.order_by("due"))
-    assert [(t.func, t.args) for t in tasks] == [(orchestrator.VET_TASK, [superevent.pk, 1]),
-                                                 (orchestrator.VET_TASK, [superevent.pk, 0])]
+    assert [(t.func, t.args) for t in tasks] == [(VET_TASK, [superevent.pk, 1]),
+                                                 (VET_TASK, [superevent.pk, 0])]
     assert [round((t.due - start).total_seconds()) for t in tasks] == [2, 15]
     assert reasons(superevent) == []
 
@@ -474,10 +481,10 @@ def test_a_vetting_that_fails_once_is_tried_again_and_the_notice_goes_out_once(s
                                                                               monkeypatch, fails):
     event = annotated_event()
     superevent = superevent_of(event)
-    fail_once(monkeypatch, delivery if fails == "issue_notice" else orchestrator, fails)
+    fail_once(monkeypatch, delivery if fails == "issue_notice" else orchestrator_alerts, fails)
 
     with pytest.raises(RuntimeError, match="worker hiccup"):
-        run_next(deferred, orchestrator.VET_TASK)
+        run_next(deferred, VET_TASK)
     retry_s = settings.ORCHESTRATOR["VETTING"]["retry_delay_s"]
     assert (f"Orchestrator: vetting attempt 1 failed (RuntimeError: worker hiccup); trying again in {retry_s:g} s"
             in messages(superevent))
@@ -485,10 +492,10 @@ def test_a_vetting_that_fails_once_is_tried_again_and_the_notice_goes_out_once(s
     assert "GCN_PRELIM_SENT" not in superevent.label_names()
     # The retry and the clean-up pass are both queued, however the pass ended.
     assert [(path, delay) for path, _, delay in deferred] == [
-        (orchestrator.VET_TASK, retry_s),
-        (orchestrator.CLEANUP_TASK, settings.ORCHESTRATOR["PRELIMINARY_CLEANUP_DELAY_S"])]
+        (VET_TASK, retry_s),
+        (CLEANUP_TASK, settings.ORCHESTRATOR["PRELIMINARY_CLEANUP_DELAY_S"])]
 
-    run_next(deferred, orchestrator.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     notice = Notice.objects.get(superevent=superevent)
     assert sorted(path.name for path in (outbox / superevent.superevent_id).iterdir()) == sorted(
@@ -510,22 +517,22 @@ def test_a_vetting_whose_worker_died_is_resumed_once_its_claim_expires(settings,
     event = annotated_event()
     superevent = superevent_of(event)
     deferred.clear()  # the vetting task was taken by a worker ...
-    assert orchestrator.claim_vetting(superevent, event) == 1  # ... that died after claiming
+    assert vetting.claim_vetting(superevent, event) == 1  # ... that died after claiming
     timeout_s = settings.ORCHESTRATOR["VETTING"]["claim_timeout_s"]
 
     # qcluster starts: the claim still looks live, so it is looked at again
     # just after it expires; until then, no second vetting runs.
     assert orchestrator.resume_vetting() == 1
     [(path, args, delay_s)] = deferred
-    assert path == orchestrator.VET_TASK and timeout_s < delay_s <= timeout_s + orchestrator.RESUME_MARGIN_S
-    run_next(deferred, orchestrator.VET_TASK)
+    assert path == VET_TASK and timeout_s < delay_s <= timeout_s + vetting.RESUME_MARGIN_S
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == [] and deferred == []
 
-    Log.objects.filter(superevent=superevent, external_key=f"{orchestrator.VETTING_KEY}:1").update(
-        created=timezone.now() - datetime.timedelta(seconds=timeout_s + 1))
+    Vetting.objects.filter(superevent=superevent).update(
+        claimed_at=timezone.now() - datetime.timedelta(seconds=timeout_s + 1))
     assert orchestrator.resume_vetting() == 1
     assert deferred[0][2] == 0.0
-    run_next(deferred, orchestrator.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert reasons(superevent) == ["preliminary-1"]
     assert any("never finished (worker gone?); taking over" in m for m in messages(superevent))
 
@@ -533,9 +540,9 @@ def test_a_vetting_whose_worker_died_is_resumed_once_its_claim_expires(settings,
     deferred.clear()
     old = annotated_event(gpstime=T0 + 100)
     deferred.clear()
-    assert orchestrator.claim_vetting(superevent_of(old), old) == 1
-    Log.objects.filter(superevent=superevent_of(old), external_key__startswith=orchestrator.VETTING_KEY).update(
-        created=timezone.now() - datetime.timedelta(seconds=settings.ORCHESTRATOR["VETTING"]["resume_window_s"] + 1))
+    assert vetting.claim_vetting(superevent_of(old), old) == 1
+    Vetting.objects.filter(superevent=superevent_of(old)).update(
+        claimed_at=timezone.now() - datetime.timedelta(seconds=settings.ORCHESTRATOR["VETTING"]["resume_window_s"] + 1))
     assert orchestrator.resume_vetting() == 0 and deferred == []
 
 
@@ -564,7 +571,7 @@ def race_vetting(target, superevent_pk, record, barrier, failures):
             orchestrator.vet_superevent(superevent_pk)
         else:
             superevent = Superevent.objects.select_related("preferred_event").get(pk=superevent_pk)
-            orchestrator.send_preliminary(superevent, superevent.preferred_event, orchestrator.SIGNIFICANT, 1)
+            orchestrator_alerts.send_preliminary(superevent, superevent.preferred_event, gates.SIGNIFICANT, 1)
     except Exception as error:  # reported to the parent, which fails the test
         failures.put(f"{type(error).__name__}: {error}")
     finally:
@@ -597,7 +604,7 @@ def test_without_a_clean_up_pass_the_first_alert_freezes_the_preferred_event(set
     configure(settings, SECOND_PRELIMINARY=False)
     event = annotated_event(far=far)
     superevent = superevent_of(event)
-    run_next(deferred, orchestrator.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert len(reasons(superevent)) == 1 and deferred == []  # no clean-up pass will follow
     assert lock in superevent.label_names()
     louder = annotated_event(far=far, snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1)
@@ -612,12 +619,12 @@ def test_the_clean_up_gates_on_the_fresh_state_vector_check(settings, tmp_path, 
                         cleared=[("L1", "GDS-CALIB_STATE_VECTOR", 0, T0 + 0.2, T0 + 0.4)])
     configure(settings, DETCHAR_FRAME_GLOB=glob)
     superevent = superevent_of(annotated_event(snr=9.0))
-    run_next(deferred, orchestrator.VET_TASK)
+    run_next(deferred, VET_TASK)
     assert "DQV" in superevent.label_names() and reasons(superevent) == []
 
     louder = annotated_event(snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1, instruments=("H1", "V1"))
     assert superevent_of(louder) == superevent
-    run_next(deferred, orchestrator.CLEANUP_TASK)
+    run_next(deferred, CLEANUP_TASK)
     labels = superevent.label_names()
     assert "DQOK" in labels and "DQV" not in labels
     assert reasons(superevent) == ["preliminary-1"]
@@ -631,14 +638,14 @@ def test_the_circular_describes_the_event_of_the_notice_even_if_the_preferred_ev
     other = annotated_event(snr=8.0, pipeline="pycbc", gpstime=T0 + 0.1)
     superevent = superevent_of(first)
     assert superevent.preferred_event_id == first.pk and superevent_of(other) == superevent
-    real_make_plots = orchestrator.make_plots
+    real_make_plots = orchestrator_alerts.make_plots
 
     def preferred_changes(superevent, copied):  # between the notice and the circular
         Superevent.objects.filter(pk=superevent.pk).update(preferred_event=other)
         superevent.preferred_event = other
         return real_make_plots(superevent, copied)
 
-    monkeypatch.setattr(orchestrator, "make_plots", preferred_changes)
+    monkeypatch.setattr(orchestrator_alerts, "make_plots", preferred_changes)
     configure(settings, PRELIMINARY_ALERTS=True)
     orchestrator.vet_superevent(superevent.pk)
     assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["pipeline"] == "gstlal"
@@ -655,13 +662,13 @@ def test_a_slow_broker_never_holds_up_the_circular_and_labels(settings, outbox, 
     others = workers.enqueue  # the deferred fixture's
 
     def enqueue(path, *args, delay_s=0.0):
-        if path == delivery.DELIVER_TASK:
+        if workers.task_path(path) == delivery.DELIVER_TASK:
             queued_deliveries.append(args)
         else:
             others(path, *args, delay_s=delay_s)
 
     monkeypatch.setattr(workers, "enqueue", enqueue)
-    run_next(deferred, orchestrator.VET_TASK)
+    run_next(deferred, VET_TASK)
     notice = Notice.objects.get(superevent=superevent)
     # The vetting task wrote the outbox and went on; Kafka is the queued task's.
     statuses = dict(NoticeDelivery.objects.filter(notice=notice).values_list("destination", "status").distinct())
@@ -688,3 +695,91 @@ def test_an_invalid_p_astro_newer_than_a_valid_one_is_not_what_the_superevent_ge
     assert json.loads(p_astro[0].read()) == P_ASTRO
     notice = json_notice(outbox, Notice.objects.get(superevent=superevent, reason="preliminary-1"))
     assert notice["event"]["classification"] == pytest.approx(P_ASTRO)
+
+
+# --- a human verdict wins over the automation (issue 15) --------------------------
+
+
+def test_advno_before_the_vetting_stops_every_automatic_preliminary(settings, outbox, deferred):
+    event = annotated_event()
+    superevent = superevent_of(event)
+    add_label(superevent, "ADVNO")
+    run_next(deferred, VET_TASK)
+    assert reasons(superevent) == []
+    assert "No preliminary alert: an advocate rejected the candidate (ADVNO)" in messages(superevent)
+    run_next(deferred, CLEANUP_TASK)
+    assert reasons(superevent) == []
+    assert "No second preliminary alert: an advocate rejected the candidate (ADVNO)" in messages(superevent)
+
+
+def test_after_advok_the_cleanup_sends_no_second_preliminary(settings, outbox, deferred):
+    event = annotated_event()
+    superevent = superevent_of(event)
+    run_next(deferred, VET_TASK)
+    assert reasons(superevent) == ["preliminary-1"]
+    add_label(superevent, "ADVOK")
+    run_next(deferred, CLEANUP_TASK)
+    assert reasons(superevent) == ["preliminary-1"]
+    assert any(m.startswith("No second preliminary alert: an advocate confirmed the candidate (ADVOK)")
+               for m in messages(superevent))
+
+
+def test_gates_are_pure_and_a_verdict_comes_first(settings):
+    from alerts.superevents import candidate_of
+
+    event = make_event(far=1e-12)
+    base = gates.Candidate(graceid="G1", offline=False, event=candidate_of(event, labels=()))
+    policy = settings.ORCHESTRATOR
+    assert gates.alert_kind(base, policy) == (gates.SIGNIFICANT, None)
+    retracted = gates.Candidate(**{**base.__dict__, "retracted": True})
+    assert gates.alert_kind(retracted, policy) == (None, "a Retraction notice was issued")
+    advok = gates.Candidate(**{**base.__dict__, "superevent_labels": frozenset({"ADVOK"})})
+    assert gates.alert_kind(advok, policy) == (gates.SIGNIFICANT, None)
+    assert gates.alert_kind(advok, policy, cleanup=True)[0] is None
+    vetoed = gates.Candidate(**{**base.__dict__, "superevent_labels": frozenset({"DQV", "ADVNO"})})
+    assert "ADVNO" in gates.alert_kind(vetoed, policy)[1]
+
+
+# --- the Vetting row: claims and the migration from log keys ------------------------
+
+
+def test_of_two_claims_of_one_vetting_one_wins(settings, outbox, deferred):
+    event = annotated_event()
+    superevent = superevent_of(event)
+    deferred.clear()
+    row = vetting.row(superevent)
+    # Both workers read the row as it is, then both try the conditional UPDATE.
+    claimable = dict(pk=row.pk, attempt=row.attempt, state__in=["scheduled", "waiting", "failed"])
+    now = timezone.now()
+    first = Vetting.objects.filter(**claimable).update(state="running", attempt=row.attempt + 1, claimed_at=now)
+    second = Vetting.objects.filter(**claimable).update(state="running", attempt=row.attempt + 1, claimed_at=now)
+    assert (first, second) == (1, 0)
+    # Through the orchestrator: a live claim keeps a second worker out.
+    Vetting.objects.filter(pk=row.pk).update(state="scheduled", attempt=0, claimed_at=None)
+    assert vetting.claim_vetting(superevent, event) == 1
+    assert vetting.claim_vetting(superevent, event) is None
+    stored = Vetting.objects.get(pk=row.pk)
+    assert (stored.state, stored.attempt) == ("running", 1) and stored.claimed_at is not None
+
+
+def test_the_migration_builds_vetting_rows_from_the_log_keys(settings):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("alerts.migrations.0005_vetting")
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "PRELIMINARY_ALERTS": False}
+    done, failed, waiting = (superevent_of(make_event(gpstime=T0 + 100 * i)) for i in range(3))
+    Vetting.objects.all().delete()
+    for superevent, keys in ((done, ["scheduled", "vetting:1", "vetting-failed:1", "vetting:2", "vetted",
+                                     "cleanup-scheduled", "cleanup"]),
+                             (failed, ["scheduled", "vetting:1", "vetting-failed:1"]),
+                             (waiting, ["scheduled", "waiting"])):
+        for key in keys:
+            Log.objects.create(superevent=superevent, message=key, external_key=f"orchestrator:{key}")
+    migration.vetting_from_logs(apps, None)
+    rows = {row.superevent_id: row for row in Vetting.objects.all()}
+    assert (rows[done.pk].state, rows[done.pk].attempt, rows[done.pk].cleanup_done) == ("done", 2, True)
+    assert rows[done.pk].finished_at is not None and rows[done.pk].cleanup_scheduled
+    assert (rows[failed.pk].state, rows[failed.pk].attempt, rows[failed.pk].cleanup_done) == ("failed", 1, False)
+    assert (rows[waiting.pk].state, rows[waiting.pk].attempt, rows[waiting.pk].scheduled) == ("waiting", 0, True)

@@ -1,7 +1,7 @@
 """The superevent manager against the database: grouping, IDs, preferred event."""
 import pytest
 
-from alerts import superevents
+from alerts import superevents, workers
 from alerts.models import Event, Superevent
 from alerts.store import add_label
 from tests.factories import T0, make_event
@@ -189,6 +189,7 @@ def test_one_task_groups_a_batch_as_one_task_per_event_would(monkeypatch, settin
 
     def enqueue_manager_only(path, *args, delay_s=0.0):
         """Only the manager's tasks run, and only while it is not held back."""
+        path = workers.task_path(path)
         if path.startswith("alerts.superevents.") and state["manager runs"]:
             enqueue(path, *args, delay_s=delay_s)
         elif path == "alerts.superevents.process_event":

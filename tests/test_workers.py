@@ -226,3 +226,31 @@ def test_a_failed_hand_off_leaves_the_task_due_until_the_next_poll(queued, monke
     assert handed[1:] == [("tests.worker_probe.mark_fired", (1, "x"))]
     assert DelayedTask.objects.get().fired is not None
     assert workers.fire_due_tasks() == 0
+
+
+def test_a_task_is_enqueued_by_function_object_or_by_dotted_path(settings):
+    from alerts.orchestrator import flow
+
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "TASKS_INLINE": False}
+    workers.enqueue(flow.vet_superevent, 1, 0, delay_s=60.0)
+    workers.enqueue("alerts.orchestrator.vet_superevent", 2, 0, delay_s=60.0)  # a row written before the move
+    rows = list(DelayedTask.objects.order_by("pk").values_list("func", flat=True))
+    assert rows == ["alerts.orchestrator.flow.vet_superevent", "alerts.orchestrator.vet_superevent"]
+    assert {workers.resolve(path) for path in rows} == {flow.vet_superevent}
+
+
+def test_every_slow_task_names_a_real_function():
+    from orchestrator_site import settings as site_settings
+
+    assert site_settings.SLOW_TASK_PATHS
+    for path in site_settings.SLOW_TASK_PATHS:
+        assert callable(workers.resolve(path)) and workers.task_path(workers.resolve(path)) == path
+
+
+def test_the_task_path_constants_name_their_functions():
+    from alerts import annotations, delivery
+
+    assert delivery.DELIVER_TASK == workers.task_path(delivery.deliver)
+    assert annotations.LOCALIZE_TASK == workers.task_path(annotations.localize_event)
+    assert annotations.LOCALIZE_IN_TURN_TASK == workers.task_path(annotations.localize_in_turn)
+    assert annotations.FLATTEN_TASK == workers.task_path(annotations.flatten_skymap)

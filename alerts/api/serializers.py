@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from alerts import products
 from alerts.models import Event, File, Log, Superevent
+from alerts import vocabulary as v
 
 
 def file_url(file):
@@ -99,7 +100,7 @@ class SupereventSerializer(serializers.ModelSerializer):
 class EventUploadSerializer(serializers.Serializer):
     group = serializers.CharField()
     pipeline = serializers.CharField()
-    search = serializers.CharField(default="AllSky")
+    search = serializers.CharField(default=v.ALLSKY)
     offline = serializers.BooleanField(default=False)
     category = serializers.CharField(required=False, allow_blank=True)
     coinc = serializers.FileField(required=False, help_text="coinc.xml (CBC)")

@@ -40,13 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from alerts import vocabulary as v
+
 from .frames import parse_frame_file_name
 
 # -- definitions ---------------------------------------------------------------
 
-LABEL_DQOK = "DQOK"
-LABEL_DQV = "DQV"
-LABEL_INJ = "INJ"
+LABEL_DQOK, LABEL_DQV, LABEL_INJ = v.DQOK, v.DQV, v.INJ
 
 STATE_GOOD = "good"
 STATE_BAD = "bad"

@@ -38,6 +38,8 @@ from ligo.skymap.io.events.detector_disabled import DetectorDisabledError
 from ligo.skymap.io.events.ligolw import ContentHandler
 from ligo.skymap.postprocess.crossmatch import crossmatch
 
+from alerts import vocabulary as v
+
 __all__ = (
     "FLAT_FILENAME",
     "MULTIORDER_FILENAME",
@@ -49,10 +51,10 @@ __all__ = (
     "summarize_skymap",
 )
 
-MULTIORDER_FILENAME = "bayestar.multiorder.fits"
+MULTIORDER_FILENAME = v.BAYESTAR_MULTIORDER
 """Name under which the multi-order (NUNIQ) sky map is stored."""
 
-FLAT_FILENAME = "bayestar.fits.gz"
+FLAT_FILENAME = v.BAYESTAR_FLAT
 """Name under which the flattened sky map is stored for older consumers."""
 
 DEFAULT_WAVEFORM = "IMRPhenomD"

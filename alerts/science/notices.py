@@ -34,10 +34,12 @@ from astropy.time import Time
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators as jsonschema_validators
 
+from alerts import vocabulary as v
+
 # --- vocabulary ------------------------------------------------------------
 
-ALERT_TYPES = ("EARLYWARNING", "PRELIMINARY", "INITIAL", "UPDATE", "RETRACTION")
-RETRACTION = "RETRACTION"
+ALERT_TYPES = (v.EARLYWARNING_ALERT, v.PRELIMINARY_ALERT, *v.HUMAN_ALERT_TYPES)
+RETRACTION = v.RETRACTION_ALERT
 
 # Alert type as spelled in IVORNs and in the VOEvent AlertType Param
 # (GCN Classic usage, e.g. ``S190425z-1-Preliminary``).
@@ -49,16 +51,15 @@ ALERT_TYPE_TITLES = {
     "RETRACTION": "Retraction",
 }
 
-ROLE_OBSERVATION = "observation"
-ROLE_TEST = "test"
+ROLE_OBSERVATION, ROLE_TEST = v.ROLE_OBSERVATION, v.ROLE_TEST
 ROLES = (ROLE_OBSERVATION, ROLE_TEST)
 
 # ``S`` + YYMMDD + day suffix; mock-data (MDC) superevents use ``MS``, test
-# ones ``TS`` (DESIGN.md section 2).
+# ones ``TS``.
 SUPEREVENT_ID_PATTERN = re.compile(r"^(?P<prefix>S|MS|TS)\d{6}[a-z]+$")
 TEST_ONLY_ID_PREFIXES = ("MS", "TS")
 
-GROUPS = ("CBC", "Burst")
+GROUPS = v.GROUPS
 INSTRUMENTS = ("H1", "L1", "V1", "K1")
 CLASSIFICATION_NAMES = ("BNS", "NSBH", "BBH", "Terrestrial")
 # HasSSM is carried by the sub-solar-mass search's alerts.

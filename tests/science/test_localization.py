@@ -23,7 +23,7 @@ from alerts.science.localization import (
     localize,
     summarize_skymap,
 )
-from alerts.science.simulation import F_LOW_HZ
+from alerts.mockdata.simulation import F_LOW_HZ
 
 OBJID = "G123456"
 URL = "https://gracedb.example/events/G123456"
@@ -266,7 +266,7 @@ def test_input_fingerprint_compares_spectra_by_value(event, weakest_detector):
     the same spectra embedded in the coinc.xml or sent as psd.xml.gz (even
     one with other detectors' spectra too) give the same digest; other
     spectra, cutoff or disabled detectors give another."""
-    from alerts.science.simulation import psd_xml_gz_for
+    from alerts.mockdata.simulation import psd_xml_gz_for
     from tests.annotated import coinc_with_psds
 
     embedded = coinc_with_psds(event.coinc_xml, event.psd_xml_gz)

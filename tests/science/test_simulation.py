@@ -13,9 +13,9 @@ from ligo.skymap.bayestar import localize
 from ligo.skymap.io import events as skymap_events
 from ligo.skymap.postprocess.crossmatch import crossmatch
 
-from alerts.science import simulation
+from alerts.mockdata import simulation
 from alerts.science.coinc import parse_coinc, parse_psd
-from alerts.science.simulation import (
+from alerts.mockdata.simulation import (
     DUPLICATE_MAX_TIME_OFFSET_S,
     F_LOW_HZ,
     INSIGNIFICANT_FAR_RANGE_HZ,

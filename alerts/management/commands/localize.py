@@ -5,7 +5,7 @@ same inputs already gave one (automatic triggers are run once per input)."""
 from django.core.management.base import BaseCommand, CommandError
 
 from alerts import workers
-from alerts.annotations import LOCALIZE_TASK, check_detectors, localize_event, relocalize
+from alerts.annotations import check_detectors, localize_event, relocalize
 from alerts.models import Event, StepRun
 
 BAD_INPUT_STATUS = 2
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             if disable_detector:
                 relocalize(event, disable_detector)
             else:
-                workers.enqueue(LOCALIZE_TASK, event.pk, [], True)
+                workers.enqueue(localize_event, event.pk, [], True)
         except ValueError as error:
             raise CommandError(str(error), returncode=BAD_INPUT_STATUS) from None
         return f"{graceid}: re-localization queued"

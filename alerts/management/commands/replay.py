@@ -1,7 +1,7 @@
 """Replay realistic mock CBC events through the upload path (demo and load).
 
 Sources are simulated with ligo.skymap's tools (see
-``alerts.science.simulation``) and uploaded as MDC events the way a pipeline
+``alerts.mockdata.simulation``) and uploaded as MDC events the way a pipeline
 does: the coinc.xml, then the psd.xml.gz (and, for the pipelines whose p_astro
 is computed from it, a ranking_data.xml.gz stand-in).
 """
@@ -13,7 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from alerts.events import PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, create_event
-from alerts.science.simulation import PIPELINES, make_mock_events, mock_ranking_data_xml_gz
+from alerts.mockdata.simulation import PIPELINES, make_mock_events, mock_ranking_data_xml_gz
+from alerts import vocabulary as v
 
 # Seconds between simulated sources, so that each forms its own superevent.
 SOURCE_SPACING_S = 20.0
@@ -33,7 +34,7 @@ class Command(BaseCommand):
                             help=f"detections per source, 1 to {len(PIPELINES)} pipelines")
         parser.add_argument("--start-gps", type=float, default=None,
                             help="GPS time of the first source (default: now)")
-        parser.add_argument("--search", default="MDC", help="search of the uploads (default MDC)")
+        parser.add_argument("--search", default=v.MDC, help="search of the uploads (default MDC)")
 
     def handle(self, *args, count, rate, seed, pipelines, start_gps, search, **options):
         if count < 1:
@@ -55,7 +56,7 @@ class Command(BaseCommand):
                     if mock.pipeline in settings.ORCHESTRATOR["PASTRO_FROM_RANKING_DATA"]:
                         files.append((RANKING_DATA_FILENAME, mock_ranking_data_xml_gz(mock.pipeline)))
                     try:
-                        event = create_event(group="CBC", pipeline=mock.pipeline, search=search,
+                        event = create_event(group=v.CBC, pipeline=mock.pipeline, search=search,
                                              coinc=mock.coinc_xml, files=files)
                     except UploadError as error:
                         raise CommandError(f"mock upload rejected: {error}") from None

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from alerts.events import (PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, add_event_file,
                            create_event, reject)
 from alerts.models import Event
+from alerts import vocabulary as v
 
 BAD_INPUT_STATUS = 2
 
@@ -24,9 +25,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("coinc", nargs="?", help="coinc.xml of the new event")
-        parser.add_argument("--group", default="CBC")
+        parser.add_argument("--group", default=v.CBC)
         parser.add_argument("--pipeline")
-        parser.add_argument("--search", default="AllSky")
+        parser.add_argument("--search", default=v.ALLSKY)
         parser.add_argument("--psd", help="psd.xml.gz uploaded right after the event")
         parser.add_argument("--ranking-data", help="ranking_data.xml.gz uploaded after the PSD")
         parser.add_argument("--offline", action="store_true")

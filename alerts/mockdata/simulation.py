@@ -53,7 +53,7 @@ from ligo.skymap.bayestar import filter as bayestar_filter
 from ligo.skymap.io.events.ligolw import ContentHandler as SkymapContentHandler
 from ligo.skymap.tool import bayestar_realize_coincs, bayestar_sample_model_psd
 
-from .coinc import chirp_mass
+from alerts.science.coinc import chirp_mass
 
 __all__ = (
     "DETECTORS",

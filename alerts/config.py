@@ -1,0 +1,6 @@
+"""The one way to read the orchestrator's policy (``settings.ORCHESTRATOR``)."""
+from django.conf import settings
+
+
+def policy():
+    return settings.ORCHESTRATOR
