@@ -182,3 +182,38 @@ class AuditRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Workflow records kept by the services: shown, never edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(models.Vetting)
+class VettingAdmin(ReadOnlyAdmin):
+    list_display = ["superevent", "state", "attempt", "claimed_at", "finished_at", "outcome"]
+    list_filter = ["state"]
+    list_select_related = ["superevent"]
+    search_fields = ["superevent__superevent_id"]
+
+
+@admin.register(models.WriteBack)
+class WriteBackAdmin(ReadOnlyAdmin):
+    list_display = ["key", "target", "state", "attempts", "created", "done_at"]
+    list_filter = ["state"]
+    search_fields = ["key", "target"]
+
+
+@admin.register(models.RunningTask)
+class RunningTaskAdmin(ReadOnlyAdmin):
+    list_display = ["func", "args", "started"]
+    list_filter = ["func"]
+    search_fields = ["func"]

@@ -29,7 +29,7 @@ from alerts.vocabulary import (ADVNO, ADVOK, HUMAN_ALERT_TYPES, INITIAL_ALERT, I
                                RETRACTION_ALERT, UPDATE_ALERT, VERDICT_LABELS)
 # The Preliminary's content builder, reused so Initial and Update say the
 # same things the same way (one import, so it can be re-pointed in one place).
-from alerts.orchestrator.alerts import notice_content
+from alerts.orchestrator.alerts import copy_products, notice_content
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,8 @@ def _parse_file(spec):
 
 def chosen_files(superevent, files=None):
     """The File rows an alert carries: ``files`` ('name,version') or by default
-    the superevent's latest sky map, source properties and p_astro."""
+    the superevent's latest sky map, source properties and p_astro, after the
+    preferred event's newer products have been copied to it."""
     if files:
         if isinstance(files, str) or not isinstance(files, (list, tuple)):
             raise BadRequest("files must be a list of 'name,version' strings")
@@ -156,6 +157,10 @@ def chosen_files(superevent, files=None):
         if missing:
             raise Refused(f"{superevent} has no file {', '.join(missing)}")
         return [found[key] for key in dict.fromkeys(wanted)]
+    if superevent.preferred_event is not None:
+        # The preferred event's newer products first become the superevent's
+        # (as the Preliminary copies them; identical files are not copied again).
+        copy_products(superevent, superevent.preferred_event)
     chosen = [products.skymap_file(superevent), products.em_bright_file(superevent),
               products.p_astro_file(superevent)]
     return [f for f in chosen if f is not None]

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
 from django.conf import settings
 from django.core.management import CommandError, call_command
 from ligo.skymap.io.fits import read_sky_map
@@ -521,6 +522,7 @@ def test_skymap_summary_is_in_the_api(mock_events, bayestar_calls, cached_locali
     event = upload(mock_events[BNS_INDEX])
     expected = cached_localization.summary.as_dict()
     api = APIClient()
+    api.force_authenticate(get_user_model().objects.create_user("reader"))  # any signed-in user reads
 
     body = api.get(f"/api/events/{event.graceid}/").json()
     assert body["skymap"]["filename"] == "bayestar.multiorder.fits,1"

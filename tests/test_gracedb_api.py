@@ -172,10 +172,12 @@ def test_a_pipeline_uploads_an_event_and_its_psd_and_the_sky_map_comes_back(conn
     assert downloaded == skymap.read() and downloaded.startswith(b"SIMPLE")
     assert pipeline.files(graceid, "psd.xml.gz,0").read() == mock.psd_xml_gz
     assert "SKYMAP_READY" in pipeline.event(graceid).json()["labels"]
-    # The preliminary alert copied it to the superevent, as GraceDB's users expect it there.
+    # The preliminary alert went out at upload, before the PSD came: nothing
+    # had announced it, so nothing waited for it. It copied what existed then.
     superevent_files = pipeline.files(superevent_id).json()
-    assert vocabulary.BAYESTAR_MULTIORDER in superevent_files
-    assert pipeline.files(superevent_id, vocabulary.BAYESTAR_MULTIORDER).read() == downloaded
+    assert vocabulary.EM_BRIGHT_FILENAME in superevent_files
+    assert pipeline.files(superevent_id, vocabulary.EM_BRIGHT_FILENAME).read() == \
+        File.objects.filter(superevent=stored.superevent, name=vocabulary.EM_BRIGHT_FILENAME).get().read()
     voevents = pipeline.voevents(superevent_id).json()
     assert_shape(voevents, ref.VOEVENT_LIST)
     assert [voevent["voevent_type"] for voevent in voevents["voevents"]] == ["PR"]

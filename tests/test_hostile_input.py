@@ -7,6 +7,7 @@ import os
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
@@ -15,6 +16,7 @@ from rest_framework.test import APIClient
 
 from alerts.ingest import MessageError, apply_message
 from alerts.models import Event, File, Log, Rejection, Superevent
+from alerts.vocabulary import ADVOCATES_GROUP, PIPELINES_GROUP
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
 from tests.test_api import assert_error, upload_form
 from tests.test_ingest import event_object, ingest, json_lines, log_message, message, new_event
@@ -25,6 +27,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 @pytest.fixture
 def client():
     user = get_user_model().objects.create_user("hostile-uploader", password="not-used")
+    for name in (ADVOCATES_GROUP, PIPELINES_GROUP):  # uploads, labels and comments
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return api

@@ -767,7 +767,7 @@ def test_the_migration_builds_vetting_rows_from_the_log_keys(settings):
 
     from django.apps import apps
 
-    migration = importlib.import_module("alerts.migrations.0005_vetting")
+    migration = importlib.import_module("alerts.migrations.0008_vetting")
     settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "PRELIMINARY_ALERTS": False}
     done, failed, waiting = (superevent_of(make_event(gpstime=T0 + 100 * i)) for i in range(3))
     Vetting.objects.all().delete()
