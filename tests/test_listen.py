@@ -119,7 +119,8 @@ def wait_for(condition, timeout_s, what):
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}: {Log.objects.filter(message__startswith='log ').count()} "
+                         f"logs, {Label.objects.filter(name='DQOK').count()} labels")
 
 
 def test_a_listener_killed_mid_stream_loses_nothing_and_duplicates_nothing(broker, mock_events, worker_env):
@@ -152,7 +153,8 @@ def test_a_listener_killed_mid_stream_loses_nothing_and_duplicates_nothing(broke
         # Partitions are read in no set order: wait for the last of every kind.
         wait_for(lambda: Label.objects.filter(name="DQOK").count() == len(events)
                  and Log.objects.filter(message__startswith="log ").count() >= 10 * len(events),
-                 120, "all messages applied")
+                 300, "all messages applied (the restarted listener first waits out the killed one's "
+                      "group session, 45 s)")
         second.send_signal(signal.SIGTERM)
         output, _ = second.communicate(timeout=20)
     finally:
