@@ -387,6 +387,7 @@ class LabelAdmin(AppendOnlyMixin, admin.ModelAdmin):
 class LogAdmin(AppendOnlyMixin, admin.ModelAdmin):
     list_display = ["created", "event", "superevent", "message", "file"]
     search_fields = ["message", "event__graceid", "superevent__superevent_id"]
+    list_filter = ["created"]
     date_hierarchy = "created"
     list_select_related = ["event", "superevent", "file"]
     show_full_result_count = False
