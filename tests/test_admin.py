@@ -107,3 +107,28 @@ def test_search_and_filters_return_the_right_rows(operator):
     counters = {counter.category: counter for counter in SupereventDayCounter.objects.all()}
     assert listed(operator, "supereventdaycounter", q="2019-04-25") == set(counters.values())
     assert listed(operator, "supereventdaycounter", q="2019-04-26") == set()
+
+
+def test_append_only_records_refuse_change_and_delete_even_to_a_superuser(operator):
+    from alerts.models import Log
+
+    make_event()
+    log = Log.objects.first()
+    before = log.message
+    for view in ("change", "delete"):
+        response = operator.post(reverse(f"admin:alerts_log_{view}", args=[log.pk]), {"message": "rewritten", "post": "yes"})
+        assert response.status_code == 403, view
+    assert Log.objects.get(pk=log.pk).message == before
+
+
+def test_forged_decision_post_by_a_reader_is_refused_and_changes_nothing(client, django_user_model):
+    from alerts.models import AuditRecord, Notice
+
+    make_event()
+    superevent = Superevent.objects.get()
+    reader = django_user_model.objects.create_user("reader", password="pw", is_staff=True)
+    client.force_login(reader)
+    url = reverse("admin:alerts_superevent_decide", args=[superevent.pk, "initial"])
+    assert client.post(url, {"reason": "forged"}).status_code == 403
+    assert not Notice.objects.filter(superevent=superevent).exists()
+    assert client.get(url).status_code == 302
