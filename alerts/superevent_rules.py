@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import lal
 
+from alerts import vocabulary
+
 ID_PREFIX = {"production": "S", "mdc": "MS", "test": "TS"}
 SUFFIX_ALPHABET = string.ascii_lowercase
 
@@ -63,7 +65,7 @@ def event_window(candidate, policy):
     event's own start time and duration when it has them, padded.
     """
     extra = candidate.extra or {}
-    if candidate.group == "Burst" and extra.get("duration"):
+    if candidate.group == vocabulary.BURST and extra.get("duration"):
         start = extra.get("start_time", candidate.gpstime - extra["duration"] / 2)
         pad = policy["BURST_WINDOW_PAD_S"]
         return start - pad, start + extra["duration"] + pad
@@ -118,7 +120,7 @@ def preference_key(candidate, policy):
     it, so a replayed MDC event counts), less-significant, CBC over Burst,
     more detectors, then higher SNR (CBC) or lower FAR (Burst).
     """
-    is_cbc = candidate.group == "CBC"
+    is_cbc = candidate.group == vocabulary.CBC
     if is_cbc:
         strength = candidate.snr or 0.0
     else:

@@ -6,9 +6,8 @@ otherwise ``assign_pending`` takes, in one transaction, the event and up to
 ``BATCH_SIZE - 1`` other pending events of its category, applies the rules
 to them one by one in memory, in creation (id) order, exactly as one task
 per event would, and writes the result with a few bulk statements. The
-tasks of the other events of the batch then find them done. Under a
-backlog this costs a handful of queries per batch instead of ~14 per event;
-a lone event costs about what it did (one commit instead of three).
+tasks of the other events of the batch then find them done, so a backlog
+costs a few queries per batch rather than per event.
 
 Correct under concurrency: pending events are claimed with FOR NO KEY
 UPDATE SKIP LOCKED, so two managers never take the same event. A task whose
