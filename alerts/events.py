@@ -17,9 +17,8 @@ from django.db import connection, transaction
 from alerts import handlers, superevents
 from alerts.models import Category, Event, File, Rejection
 from alerts.science.coinc import CoincError, PsdError, parse_coinc, parse_psd
-from alerts.row_insert import insert_statement, reserve_pks, run as run_statements
 from alerts.store import (add_file, add_label, file_added_message, pending_log, save_file_version,
-                          stage_file_version, write_logs)
+                          write_logs)
 
 logger = logging.getLogger(__name__)
 
@@ -298,32 +297,30 @@ def write_new_event(event, graceid, coinc, message):
     version query: nobody sees the new event before this transaction
     commits, so its coinc.xml is version 1.
 
-    On PostgreSQL the pks are drawn from the sequences first, so the rows go
-    in whole, in one round trip. Inserting a placeholder id and updating it
+    On PostgreSQL the event's pk is drawn from its sequence first, so the
+    row goes in with its final id. Inserting a placeholder id and updating it
     would make concurrent uploads queue on the unique index until the first
-    one commits (two uploads cannot both hold the placeholder), serialising
-    the workers. SQLite serialises writers anyway, so there the event is
-    inserted and its id filled in afterwards.
+    one commits, serialising the workers. SQLite serialises writers anyway,
+    so there the event is inserted and its id filled in afterwards.
     """
     def made_graceid(pk):
         return graceid or f"{GRACEID_PREFIX[event.category]}{GRACEID_OFFSET + pk}"
 
-    tags = DEFAULT_TAGS[COINC_FILENAME]
     if connection.vendor == "postgresql":
-        event.pk, *file_pk = reserve_pks(Event, *([File] if coinc is not None else []))
+        with connection.cursor() as cursor:
+            # Raw SQL: the ORM cannot draw a pk before the INSERT (see above).
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s))",
+                           [connection.ops.quote_name(Event._meta.db_table), Event._meta.pk.column])
+            event.pk = cursor.fetchone()[0]
         event.graceid = made_graceid(event.pk)
-        statements, logs = [insert_statement([event])], [pending_log(event, message)]
-        if coinc is not None:
-            stored = stage_file_version(event, COINC_FILENAME, coinc, 1, tags=tags, pk=file_pk[0])
-            statements.append(insert_statement([stored]))
-            logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
-        run_statements([*statements, insert_statement(logs)])
-        return
-    event.save(force_insert=True)
-    event.graceid = made_graceid(event.pk)
-    event.save(update_fields=["graceid"])
+        event.save(force_insert=True)
+    else:
+        event.save(force_insert=True)
+        event.graceid = made_graceid(event.pk)
+        event.save(update_fields=["graceid"])
     logs = [pending_log(event, message)]
     if coinc is not None:
+        tags = DEFAULT_TAGS[COINC_FILENAME]
         stored = save_file_version(event, COINC_FILENAME, coinc, 1, tags=tags)
         logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
     write_logs(logs)  # one INSERT

@@ -31,14 +31,14 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from alerts import handlers, superevent_rules as rules
 from alerts.handlers import handles
 from alerts.models import Event, Label, StepRun, Superevent, SupereventDayCounter
-from alerts.row_insert import Savepoint, Statement, insert, insert_statement, run as run_statements, select_statement
 from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME
-from alerts.store import log_many, pending_log
+from alerts.store import log_many, pending_log, write_logs
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,6 @@ BATCH_SIZE = 200
 # Event windows closer than this are read with one range condition: a
 # backlog in time order costs one, events far apart in time one each.
 SPAN_MERGE_GAP_S = 600.0
-# Savepoint around the grouping an upload does in its own transaction.
-GROUP_AT_UPLOAD_SAVEPOINT = "group_at_upload"
 
 
 def policy():
@@ -84,18 +82,20 @@ def buckets_of(t_start, t_end):
     return range(int(t_start // LOCK_BUCKET_S), int(t_end // LOCK_BUCKET_S) + 1)
 
 
-def _lock_statement(category, buckets):
-    """The statement taking the advisory locks of ``buckets`` (PostgreSQL
-    only; None elsewhere or for no buckets).
+def lock_buckets(category, buckets):
+    """Take the advisory transaction locks of ``buckets`` (PostgreSQL only;
+    SQLite serialises writers with IMMEDIATE transactions).
 
     unnest yields the sorted buckets in order and each row takes its lock in
     turn; every manager locks in ascending order, so there are no deadlocks.
     """
     buckets = sorted(set(buckets))
     if connection.vendor != "postgresql" or not buckets:
-        return None
-    return Statement("SELECT pg_advisory_xact_lock(%s, bucket) FROM unnest(%s::integer[]) AS bucket",
-                     [LOCK_NAMESPACE[category], buckets])
+        return
+    with connection.cursor() as cursor:
+        # Raw SQL: the ORM has no advisory locks; one statement for all buckets.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, bucket) FROM unnest(%s::integer[]) AS bucket",
+                       [LOCK_NAMESPACE[category], buckets])
 
 
 def next_day_index(category, date):
@@ -107,6 +107,7 @@ def next_day_indexes(category, date, count):
     """Atomically take the next ``count`` creation indexes of ``date`` (contiguous)."""
     table = SupereventDayCounter._meta.db_table
     with connection.cursor() as cursor:
+        # Raw SQL: an atomic upsert that returns the new value (gap-free IDs under concurrency).
         cursor.execute(
             f"INSERT INTO {table} (category, date, next_index) VALUES (%s, %s, %s) "
             f"ON CONFLICT (category, date) DO UPDATE SET next_index = {table}.next_index + excluded.next_index "
@@ -156,11 +157,10 @@ def group_at_upload(event):
     groups it (or records why it cannot). Returns True if it was grouped.
     """
     started = timezone.now()
-    savepoint = Savepoint(GROUP_AT_UPLOAD_SAVEPOINT)
     try:
-        announcements = _assign_batch(event.category, [event], event.pk, started, savepoint)
+        with transaction.atomic():  # a savepoint inside the upload's transaction
+            announcements = _assign_batch(event.category, [event], event.pk, started)
     except Exception as error:
-        savepoint.rollback()
         event.superevent, event.superevent_id, event.grouping_done = None, None, False
         logger.warning("event %s left to the superevent manager's task: grouping at upload failed (%s: %s)",
                        event.pk, type(error).__name__, error, exc_info=True)
@@ -182,11 +182,8 @@ def _assign(event_pk, category, wait):
 
 
 def handled_and_category(event_pk):
-    """(grouping_done, category) of an event: one primary-key lookup, in SQL
-    because most tasks stop here (their event was handled in a batch)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT grouping_done, category FROM {Event._meta.db_table} WHERE id = %s", [event_pk])
-        row = cursor.fetchone()
+    """(grouping_done, category) of an event."""
+    row = Event.objects.filter(pk=event_pk).values_list("grouping_done", "category").first()
     if row is None:
         raise Event.DoesNotExist(f"no event with pk {event_pk}")
     return bool(row[0]), row[1]
@@ -264,44 +261,33 @@ def claim_pending(first_pk, category, batch_size, wait=False):
     claim is empty if it is handled then. Without, it is skipped too (the
     caller sees ``first_pk`` is not first).
     """
-    pending = f"SELECT * FROM {Event._meta.db_table} WHERE category = %s AND NOT grouping_done"
+    pending = Event.objects.filter(category=category, grouping_done=False)
     if wait:
-        first = list(Event.objects.raw(f"{pending} AND id = %s{row_lock()}", [category, first_pk]))
+        first = list(locked(pending.filter(pk=first_pk)))
         if not first or batch_size == 1:
             return first
-        return first + list(Event.objects.raw(
-            f"{pending} AND id <> %s ORDER BY id LIMIT %s{row_lock(skip_locked=True)}",
-            [category, first_pk, batch_size - 1]))
-    # (id <> first_pk) is false, so first, for the requested event.
-    return list(Event.objects.raw(f"{pending} ORDER BY (id <> %s), id LIMIT %s{row_lock(skip_locked=True)}",
-                                  [category, first_pk, batch_size]))
+        return first + list(locked(pending.exclude(pk=first_pk).order_by("pk"), skip_locked=True)[:batch_size - 1])
+    # The requested event first, then by id.
+    first_then_id = pending.order_by(Case(When(pk=first_pk, then=Value(0)), default=Value(1),
+                                          output_field=IntegerField()), "pk")
+    return list(locked(first_then_id, skip_locked=True)[:batch_size])
 
 
-def row_lock(skip_locked=False):
-    """The row-lock clause that ends a SELECT of the manager's ('' on SQLite,
-    whose IMMEDIATE transactions serialise writers).
+def locked(queryset, skip_locked=False):
+    """``queryset`` with the manager's row lock (none on SQLite, whose
+    IMMEDIATE transactions serialise writers).
 
     NO KEY: labels, logs and files may still be added to the rows meanwhile.
-    The manager's hot reads are written in SQL: the ORM spends about 1 ms of
-    CPU compiling each of them, more than the database spends running them.
     """
     features = connection.features
-    if not features.has_select_for_update:
-        return ""
-    clause = " FOR NO KEY UPDATE" if features.has_select_for_no_key_update else " FOR UPDATE"
-    if skip_locked and features.has_select_for_update_skip_locked:
-        clause += " SKIP LOCKED"
-    return clause
+    return queryset.select_for_update(no_key=features.has_select_for_no_key_update,
+                                      skip_locked=skip_locked and features.has_select_for_update_skip_locked)
 
 
-def placeholders(values):
-    return ", ".join(["%s"] * len(values))
-
-
-def _assign_batch(category, batch, first_pk, started, savepoint=None):
+def _assign_batch(category, batch, first_pk, started):
     pending = _prepare(batch, first_pk)
     forming = [p for p in pending if p.window is not None]
-    slots, labels_of = _read_batch(category, pending, forming, savepoint)
+    slots, labels_of = _read_batch(category, pending, forming)
     for item in pending:
         item.candidate = dataclasses.replace(item.candidate, labels=frozenset(labels_of[item.event.pk]))
 
@@ -391,21 +377,18 @@ def _spans(windows, gap=SPAN_MERGE_GAP_S):
 
 
 def _overlapping(spans):
-    """SQL condition and parameters: a superevent window overlaps one of ``spans``."""
-    condition = " OR ".join(["(t_start <= %s AND t_end >= %s)"] * len(spans))
-    return f"({condition})", [bound for start, end in spans for bound in (end, start)]
+    """Condition: a superevent window overlaps one of ``spans``."""
+    condition = Q()
+    for start, end in spans:
+        condition |= Q(t_start__lte=end, t_end__gte=start)
+    return condition
 
 
-def _read_batch(category, pending, forming, savepoint=None):
-    """Everything a batch reads, in one round trip: lock the time buckets of
-    its windows, then read the superevents that overlap them (locked), their
-    events and the labels of all these. Returns (slots, {event pk: label
-    names}), each slot's ``labels`` set from its superevent's.
-
-    The statements run in order, so every read happens under the bucket
-    locks; the later ones name "the superevents overlapping the batch" by
-    the locked read's own condition, which under those locks selects the
-    same rows (only the manager moves windows, and it holds the locks).
+def _read_batch(category, pending, forming):
+    """Lock the time buckets of the batch's windows, then read the
+    superevents that overlap them (locked), their events and the labels of
+    all these. Returns (slots, {event pk: label names}), each slot's
+    ``labels`` set from its superevent's.
 
     These are also all the neighbours that can clip a growing window: a
     superevent grows only into an event window of the batch, and windows
@@ -413,37 +396,23 @@ def _read_batch(category, pending, forming, savepoint=None):
     overlaps the batch's windows, or touches its old window at an end it
     does not grow past, where clipping changes nothing.
     """
-    table = connection.ops.quote_name(Superevent._meta.db_table)
-    spans = _spans([item.window for item in forming])
-    overlapping, bounds = _overlapping(spans)
-    joinable = f"SELECT id FROM {table} WHERE category = %s AND {overlapping}"
-    statements = [savepoint.statement() if savepoint else None]
-    slots, events, label_rows = [], [], []
+    slots, events = [], []
     if forming:
-        statements.append(_lock_statement(category, (b for item in forming for b in buckets_of(*item.window))))
-        statements.append(select_statement(
-            Superevent, f"category = %s AND {overlapping}", [category, *bounds],
-            lambda rows: slots.extend(Slot(superevent, []) for superevent in rows),
-            order_by="id", lock=row_lock()))
-        statements.append(select_statement(
-            Event, f"superevent_id IN ({joinable})", [category, *bounds], events.extend, order_by="id DESC"))
-    pending_pks = [p.event.pk for p in pending]
-    conditions, params = [f"event_id IN ({placeholders(pending_pks)})"], list(pending_pks)
-    if forming:
-        conditions += [f"event_id IN (SELECT id FROM {connection.ops.quote_name(Event._meta.db_table)} "
-                       f"WHERE superevent_id IN ({joinable}))", f"superevent_id IN ({joinable})"]
-        params += [category, *bounds, category, *bounds]
-    statements.append(Statement(f"SELECT event_id, superevent_id, name FROM {Label._meta.db_table} "
-                                f"WHERE {' OR '.join(conditions)}", params, returns_rows=True,
-                                done=label_rows.extend))
-    run_statements(statements)
-
+        lock_buckets(category, (b for item in forming for b in buckets_of(*item.window)))
+        joinable = Superevent.objects.filter(_overlapping(_spans([item.window for item in forming])),
+                                             category=category)
+        slots = [Slot(superevent, []) for superevent in locked(joinable.order_by("pk"))]
+        if slots:
+            events = list(Event.objects.filter(superevent__in=[slot.superevent for slot in slots])
+                          .order_by("-pk"))
+    event_pks = [p.event.pk for p in pending] + [event.pk for event in events]
+    label_rows = Label.objects.filter(Q(event_id__in=event_pks)
+                                      | Q(superevent_id__in=[slot.superevent.pk for slot in slots]))
     by_pk = {slot.superevent.pk: slot for slot in slots}
     for event in events:
-        if event.superevent_id in by_pk:
-            by_pk[event.superevent_id].events.append(event)
+        by_pk[event.superevent_id].events.append(event)
     labels_of, superevent_labels = defaultdict(set), defaultdict(set)
-    for event_pk, superevent_pk, name in label_rows:
+    for event_pk, superevent_pk, name in label_rows.values_list("event_id", "superevent_id", "name"):
         if event_pk is not None:
             labels_of[event_pk].add(name)
         else:
@@ -457,7 +426,7 @@ def _write(category, created, slots, done, logs, started):
     """Write a batch's outcome: IDs, superevents, events, logs, step runs.
 
     New superevents need their day index, then their pk, before anything
-    can point at them; everything after that goes in one round trip.
+    can point at them.
     """
     by_date = defaultdict(list)
     for slot in created:  # in creation order
@@ -467,48 +436,35 @@ def _write(category, created, slots, done, logs, started):
             superevent.day_index = index
             superevent.superevent_id = rules.superevent_id(category, date, index)
     if created:
-        insert([slot.superevent for slot in created])
-    for event in done:
-        event.grouping_done = True
-        if event.superevent_id is None and event.superevent is not None:  # joined (set in memory)
-            event.superevent_id = event.superevent.pk
+        Superevent.objects.bulk_create([slot.superevent for slot in created])
+    mark_done(done)
     now = timezone.now()
-    statements = [mark_done_statement(done)]
-    for slot in slots:
-        if slot.touched and not slot.new:  # what superevent.save() would write
-            superevent = slot.superevent
-            superevent.updated = now
-            statements.append(Statement(
-                f"UPDATE {Superevent._meta.db_table} SET t_start = %s, t_end = %s, t_0 = %s, "
-                f"preferred_event_id = %s, far = %s, updated = %s WHERE id = %s",
-                [superevent.t_start, superevent.t_end, superevent.t_0, superevent.preferred_event_id,
-                 superevent.far, connection.ops.adapt_datetimefield_value(now), superevent.pk]))
+    changed = [slot.superevent for slot in slots if slot.touched and not slot.new]
+    for superevent in changed:
+        superevent.updated = now
+    if changed:
+        Superevent.objects.bulk_update(changed, ["t_start", "t_end", "t_0", "preferred_event", "far", "updated"])
     for entry in logs:  # superevents created above now have their pk
         if entry.superevent is not None:
             entry.superevent_id = entry.superevent.pk
-    statements.append(insert_statement(logs))
-    statements.append(insert_statement([
+    write_logs(logs)
+    StepRun.objects.bulk_create([
         StepRun(step=STEP, event=event, started=started, finished=now, status=StepRun.Status.SUCCEEDED,
                 worker=WORKER_NAME) for event in done
-    ]))
-    run_statements(statements)
+    ])
 
 
-def mark_done_statement(events):
-    """The UPDATE that stores the superevent and the done flag of ``events``
-    (None for no events).
-
-    In SQL: QuerySet.bulk_update builds the same CASE through expressions,
-    which costs more CPU than the rest of a batch.
-    """
-    if not events:
-        return None
-    table = Event._meta.db_table
-    cases = " ".join(["WHEN %s THEN CAST(%s AS bigint)"] * len(events))
-    ids = ", ".join(["%s"] * len(events))
-    params = [value for event in events for value in (event.pk, event.superevent_id)]
-    return Statement(f"UPDATE {table} SET grouping_done = TRUE, superevent_id = CASE id {cases} "
-                     f"ELSE superevent_id END WHERE id IN ({ids})", params + [event.pk for event in events])
+def mark_done(events):
+    """Store the superevent and the done flag of ``events``: one UPDATE per
+    superevent joined (events of one superevent come together in a batch)."""
+    by_superevent = defaultdict(list)
+    for event in events:
+        event.grouping_done = True
+        if event.superevent_id is None and event.superevent is not None:  # joined (set in memory)
+            event.superevent_id = event.superevent.pk
+        by_superevent[event.superevent_id].append(event.pk)
+    for superevent_pk, pks in by_superevent.items():
+        Event.objects.filter(pk__in=pks).update(grouping_done=True, superevent_id=superevent_pk)
 
 
 # --- the rules against the store -------------------------------------------------------

@@ -285,14 +285,14 @@ def test_an_event_the_rules_cannot_handle_fails_alone(manager_held_back):
 
 def test_a_failing_batch_falls_back_to_one_event_at_a_time(manager_held_back, monkeypatch):
     events = [make_event(gpstime=T0 + 10 * i) for i in range(3)]
-    mark_done_statement = superevents.mark_done_statement
+    mark_done = superevents.mark_done
 
     def fails_for_several(batch):
         if len(batch) > 1:
             raise RuntimeError("trouble with a batch")
-        return mark_done_statement(batch)
+        return mark_done(batch)
 
-    monkeypatch.setattr(superevents, "mark_done_statement", fails_for_several)
+    monkeypatch.setattr(superevents, "mark_done", fails_for_several)
     for event in reversed(events):
         superevents.process_event(event.pk)
     assert [refreshed(e).superevent.superevent_id for e in events] == ["S190425c", "S190425b", "S190425a"]
@@ -445,23 +445,25 @@ def test_grouping_at_upload_can_be_turned_off(manager_tasks_recorded, settings):
 
 
 def test_a_database_error_in_grouping_at_upload_undoes_only_the_grouping(manager_tasks_recorded, monkeypatch):
-    """The grouping's savepoint travels with its first reads; a statement
-    failing inside PostgreSQL after the batch wrote is rolled back to it, and
-    the upload still commits whole, with its event pending for the task."""
+    """A statement failing inside the database after the batch wrote is
+    rolled back to the grouping's savepoint, and the upload still commits
+    whole, with its event pending for the task."""
+    from django.db import connection
+
     from alerts.models import SupereventDayCounter
-    from alerts.row_insert import Statement
 
-    run, calls = superevents.run_statements, []
+    write_logs, calls = superevents.write_logs, []
 
-    def write_then_fail(statements):
-        calls.append(statements)
-        if len(calls) == 2:  # the batch's writes, after its reads
-            statements = [*statements, Statement("UPDATE alerts_no_such_table SET x = %s", [1])]
-        run(statements)
+    def write_then_fail(entries):
+        calls.append(entries)
+        write_logs(entries)  # the batch's superevent, counter and event rows are written by now
+        monkeypatch.setattr(superevents, "write_logs", write_logs)  # once
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE alerts_no_such_table SET x = %s", [1])
 
-    monkeypatch.setattr(superevents, "run_statements", write_then_fail)
+    monkeypatch.setattr(superevents, "write_logs", write_then_fail)
     event = make_event(gpstime=T0)
-    assert len(calls) == 2
+    assert len(calls) == 1
     stored = refreshed(event)
     assert stored.superevent is None and not stored.grouping_done
     assert not Superevent.objects.exists() and not SupereventDayCounter.objects.exists()
