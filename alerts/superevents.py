@@ -159,7 +159,7 @@ def group_at_upload(event):
     started = timezone.now()
     try:
         with transaction.atomic():  # a savepoint inside the upload's transaction
-            announcements = _assign_batch(event.category, [event], event.pk, started)
+            announcements = _assign_batch(event.category, [event], event.pk, started, unlabelled=True)
     except Exception as error:
         event.superevent, event.superevent_id, event.grouping_done = None, None, False
         logger.warning("event %s left to the superevent manager's task: grouping at upload failed (%s: %s)",
@@ -284,10 +284,10 @@ def locked(queryset, skip_locked=False):
                                       skip_locked=skip_locked and features.has_select_for_update_skip_locked)
 
 
-def _assign_batch(category, batch, first_pk, started):
+def _assign_batch(category, batch, first_pk, started, unlabelled=False):
     pending = _prepare(batch, first_pk)
     forming = [p for p in pending if p.window is not None]
-    slots, labels_of = _read_batch(category, pending, forming)
+    slots, labels_of = _read_batch(category, [] if unlabelled else pending, forming)
     for item in pending:
         item.candidate = dataclasses.replace(item.candidate, labels=frozenset(labels_of[item.event.pk]))
 
@@ -387,7 +387,7 @@ def _overlapping(spans):
 def _read_batch(category, pending, forming):
     """Lock the time buckets of the batch's windows, then read the
     superevents that overlap them (locked), their events and the labels of
-    all these. Returns (slots, {event pk: label names}), each slot's
+    all these (``pending`` leaves out events known to have none). Returns (slots, {event pk: label names}), each slot's
     ``labels`` set from its superevent's.
 
     These are also all the neighbours that can clip a growing window: a
@@ -408,6 +408,8 @@ def _read_batch(category, pending, forming):
     event_pks = [p.event.pk for p in pending] + [event.pk for event in events]
     label_rows = Label.objects.filter(Q(event_id__in=event_pks)
                                       | Q(superevent_id__in=[slot.superevent.pk for slot in slots]))
+    if not event_pks and not slots:
+        label_rows = label_rows.none()
     by_pk = {slot.superevent.pk: slot for slot in slots}
     for event in events:
         by_pk[event.superevent_id].events.append(event)
@@ -439,11 +441,10 @@ def _write(category, created, slots, done, logs, started):
         Superevent.objects.bulk_create([slot.superevent for slot in created])
     mark_done(done)
     now = timezone.now()
-    changed = [slot.superevent for slot in slots if slot.touched and not slot.new]
-    for superevent in changed:
-        superevent.updated = now
-    if changed:
-        Superevent.objects.bulk_update(changed, ["t_start", "t_end", "t_0", "preferred_event", "far", "updated"])
+    for slot in slots:
+        if slot.touched and not slot.new:
+            # One UPDATE each: bulk_update's CASE costs more CPU to compile than this saves.
+            slot.superevent.save(update_fields=["t_start", "t_end", "t_0", "preferred_event", "far", "updated"])
     for entry in logs:  # superevents created above now have their pk
         if entry.superevent is not None:
             entry.superevent_id = entry.superevent.pk
