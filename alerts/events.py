@@ -15,10 +15,10 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from alerts import handlers, superevents
+from alerts.config import policy
 from alerts.models import Category, Event, File, Rejection
 from alerts.science.coinc import CoincError, PsdError, parse_coinc, parse_psd
-from alerts.store import (add_file, add_label, file_added_message, pending_log, save_file_version,
-                          write_logs)
+from alerts.store import add_file, add_label, file_added_message, pending_log, stage_file_version, write_logs
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ QUOTED_VALUE_CHARS = 40
 
 class UploadError(ValueError):
     """Input that cannot be accepted; the message says why in one line."""
-
-
-def policy():
-    return settings.ORCHESTRATOR
 
 
 def safe_excerpt(value, limit=REJECTION_EXCERPT_CHARS):
@@ -273,14 +269,13 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
             instruments=",".join(fields["instruments"]),
             extra_attributes=fields.get("extra_attributes", {}),
         )
+        # Grouped first (GROUP_AT_UPLOAD), so that its announcements run first
+        # after the commit, as when the EVENT_CREATED task groups it. Labels
+        # given with the event come after, and re-apply the preferred-event
+        # order as any later label does (superevents.reconsider_on_label).
         write_new_event(event, graceid, coinc, f"Event uploaded by {pipeline} ({group}, {search})"
-                                               + (" [offline]" if offline else ""))
-        if policy()["GROUP_AT_UPLOAD"]:
-            # First, so that its announcements run first after the commit,
-            # as when the EVENT_CREATED task groups it. Labels given with the
-            # event come after, and re-apply the preferred-event order as
-            # any later label does (superevents.reconsider_on_label).
-            superevents.group_at_upload(event)
+                                               + (" [offline]" if offline else ""),
+                        group=policy()["GROUP_AT_UPLOAD"])
         handlers.dispatch(handlers.EVENT_CREATED, event.pk)
         for name, data in files:
             add_file(event, name, data, tags=DEFAULT_TAGS.get(name, []))
@@ -289,23 +284,27 @@ def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=Non
     return event
 
 
-def write_new_event(event, graceid, coinc, message):
+def write_new_event(event, graceid, coinc, message, group=False):
     """INSERT ``event`` with its final id (``graceid``, or one made from its
-    pk), its coinc.xml (if any) and their log messages.
+    pk), its coinc.xml (if any), its superevent (if ``group``) and their log
+    messages.
 
     What ``add_file(..., announce=False)`` stores, without its lock and
     version query: nobody sees the new event before this transaction
     commits, so its coinc.xml is version 1.
 
     On PostgreSQL the event's pk is drawn from its sequence first, so the
-    row goes in with its final id. Inserting a placeholder id and updating it
-    would make concurrent uploads queue on the unique index until the first
-    one commits, serialising the workers. SQLite serialises writers anyway,
-    so there the event is inserted and its id filled in afterwards.
+    event is grouped before its row goes in, with its final id, superevent
+    and done flag (foreign keys are checked at commit). Inserting a
+    placeholder id and updating it would make concurrent uploads queue on
+    the unique index until the first one commits, serialising the workers.
+    SQLite serialises writers anyway, so there the event is inserted, then
+    grouped, and its id and grouping filled in afterwards.
     """
     def made_graceid(pk):
         return graceid or f"{GRACEID_PREFIX[event.category]}{GRACEID_OFFSET + pk}"
 
+    grouping = None
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             # Raw SQL: the ORM cannot draw a pk before the INSERT (see above).
@@ -313,17 +312,22 @@ def write_new_event(event, graceid, coinc, message):
                            [connection.ops.quote_name(Event._meta.db_table), Event._meta.pk.column])
             event.pk = cursor.fetchone()[0]
         event.graceid = made_graceid(event.pk)
-        event.save(force_insert=True)
+        grouping = superevents.group_at_upload(event) if group else None
+        Event.objects.bulk_create([event])  # as save(force_insert=True), without its signals
     else:
         event.save(force_insert=True)
         event.graceid = made_graceid(event.pk)
-        event.save(update_fields=["graceid"])
+        grouping = superevents.group_at_upload(event) if group else None
+        event.save(update_fields=["graceid", "superevent", "grouping_done"])
     logs = [pending_log(event, message)]
     if coinc is not None:
         tags = DEFAULT_TAGS[COINC_FILENAME]
-        stored = save_file_version(event, COINC_FILENAME, coinc, 1, tags=tags)
+        stored = stage_file_version(event, COINC_FILENAME, coinc, 1, tags=tags)
+        File.objects.bulk_create([stored])  # as save(force_insert=True), without its signals
         logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
-    write_logs(logs)  # one INSERT
+    write_logs(logs + (grouping.logs if grouping else []))  # one INSERT
+    if grouping:
+        superevents.finish_at_upload(grouping)
 
 
 def add_event_file(event, name, data, tags=None, message=None):

@@ -29,12 +29,12 @@ import logging
 import zlib
 from collections import defaultdict
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from alerts import handlers, superevent_rules as rules
+from alerts.config import policy
 from alerts.handlers import handles
 from alerts.models import Event, Label, StepRun, Superevent, SupereventDayCounter
 from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME
@@ -58,10 +58,6 @@ BATCH_SIZE = 200
 # Event windows closer than this are read with one range condition: a
 # backlog in time order costs one, events far apart in time one each.
 SPAN_MERGE_GAP_S = 600.0
-
-
-def policy():
-    return settings.ORCHESTRATOR
 
 
 def candidate_of(event, labels=None):
@@ -148,26 +144,36 @@ def process_event(event_pk):
 
 
 def group_at_upload(event):
-    """Group a new ``event`` inside the transaction that is creating it.
+    """Group a new ``event`` inside the transaction that is creating it,
+    before its row is inserted (``events.write_new_event``).
 
     Nobody else sees the uncommitted event, so it needs no claim: it is a
-    batch of one, under the same time-bucket locks and rules as any batch,
-    committed with the upload. Runs in a savepoint: if grouping fails, the
-    upload still commits with the event pending, and its EVENT_CREATED task
-    groups it (or records why it cannot). Returns True if it was grouped.
+    batch of one, under the same time-bucket locks and rules as any batch.
+    The rules are applied before anything is written: if they fail, the
+    event is left pending (None is returned) and its EVENT_CREATED task
+    groups it (or records why it cannot). Then the superevent rows are
+    written and the event's ``superevent`` and ``grouping_done`` set in
+    memory, so its INSERT carries them; the caller writes the outcome's logs
+    together with the upload's and calls `finish_at_upload`. A database
+    error fails the whole upload (nothing half written): no savepoint, which
+    would cost two round trips per upload.
     """
-    started = timezone.now()
     try:
-        with transaction.atomic():  # a savepoint inside the upload's transaction
-            announcements = _assign_batch(event.category, [event], event.pk, started, unlabelled=True)
+        outcome = _plan(event.category, [event], event.pk, timezone.now(), unlabelled=True)
     except Exception as error:
-        event.superevent, event.superevent_id, event.grouping_done = None, None, False
         logger.warning("event %s left to the superevent manager's task: grouping at upload failed (%s: %s)",
                        event.pk, type(error).__name__, error, exc_info=True)
-        return False
-    for kind, *args in announcements:
-        handlers.dispatch(kind, *args)  # after the upload commits
-    return True
+        return None
+    _write_superevents(outcome)
+    _set_done(outcome.done)
+    return outcome
+
+
+def finish_at_upload(outcome):
+    """The step run of an upload's grouping, and its announcements (after the commit)."""
+    _write_step_runs(outcome)
+    for kind, *args in outcome.announcements:
+        handlers.dispatch(kind, *args)
 
 
 def _assign(event_pk, category, wait):
@@ -284,7 +290,37 @@ def locked(queryset, skip_locked=False):
                                       skip_locked=skip_locked and features.has_select_for_update_skip_locked)
 
 
-def _assign_batch(category, batch, first_pk, started, unlabelled=False):
+@dataclasses.dataclass(eq=False)
+class Outcome:
+    """What the rules decided for a batch, for the writes: the handled
+    events, the new superevents (slots, in creation order), every slot read
+    or made, the log messages and the announcements (kind, pk, *args)."""
+
+    category: str
+    started: object
+    done: list
+    created: list
+    slots: list
+    logs: list
+    announcements: list
+
+
+def _assign_batch(category, batch, first_pk, started):
+    """Group ``batch`` and write the outcome; returns the announcements."""
+    outcome = _plan(category, batch, first_pk, started)
+    _write_superevents(outcome)
+    mark_done(outcome.done)
+    write_logs(outcome.logs)
+    _write_step_runs(outcome)
+    return outcome.announcements
+
+
+def _plan(category, batch, first_pk, started, unlabelled=False):
+    """Apply the rules to ``batch`` under its bucket locks; nothing is written.
+
+    ``unlabelled``: the batch's events are known to have no labels (a new
+    upload), so their labels are not read.
+    """
     pending = _prepare(batch, first_pk)
     forming = [p for p in pending if p.window is not None]
     slots, labels_of = _read_batch(category, [] if unlabelled else pending, forming)
@@ -333,9 +369,7 @@ def _assign_batch(category, batch, first_pk, started, unlabelled=False):
             announcements.append((handlers.SUPEREVENT_PREFERRED_CHANGED, superevent,
                                   superevent.preferred_event_id))
         logs.extend(pending_log(superevent, message, tags=LOG_TAGS) for message in messages)
-
-    _write(category, created, slots, done, logs, started)
-    return [(kind, target.pk, *rest) for kind, target, *rest in announcements]
+    return Outcome(category, started, done, created, slots, logs, announcements)
 
 
 def _prepare(batch, first_pk):
@@ -424,45 +458,59 @@ def _read_batch(category, pending, forming):
     return slots, labels_of
 
 
-def _write(category, created, slots, done, logs, started):
-    """Write a batch's outcome: IDs, superevents, events, logs, step runs.
+def _write_superevents(outcome):
+    """Give new superevents their IDs and rows, store changed windows and
+    preferred events, and point the logs and announcements at the rows.
 
     New superevents need their day index, then their pk, before anything
     can point at them.
     """
     by_date = defaultdict(list)
-    for slot in created:  # in creation order
+    for slot in outcome.created:  # in creation order
         by_date[slot.superevent.date].append(slot.superevent)
     for date, superevents in by_date.items():
-        for superevent, index in zip(superevents, next_day_indexes(category, date, len(superevents))):
+        for superevent, index in zip(superevents, next_day_indexes(outcome.category, date, len(superevents))):
             superevent.day_index = index
-            superevent.superevent_id = rules.superevent_id(category, date, index)
-    if created:
-        Superevent.objects.bulk_create([slot.superevent for slot in created])
-    mark_done(done)
+            superevent.superevent_id = rules.superevent_id(outcome.category, date, index)
+    if outcome.created:
+        Superevent.objects.bulk_create([slot.superevent for slot in outcome.created])
     now = timezone.now()
-    for slot in slots:
+    for slot in outcome.slots:
         if slot.touched and not slot.new:
-            # One UPDATE each: bulk_update's CASE costs more CPU to compile than this saves.
-            slot.superevent.save(update_fields=["t_start", "t_end", "t_0", "preferred_event", "far", "updated"])
-    for entry in logs:  # superevents created above now have their pk
+            superevent = slot.superevent
+            superevent.updated = now
+            # One UPDATE each (no signals): bulk_update's CASE costs more CPU to compile than this saves.
+            Superevent.objects.filter(pk=superevent.pk).update(
+                t_start=superevent.t_start, t_end=superevent.t_end, t_0=superevent.t_0,
+                preferred_event_id=superevent.preferred_event_id, far=superevent.far, updated=now)
+    for entry in outcome.logs:  # superevents created above now have their pk
         if entry.superevent is not None:
             entry.superevent_id = entry.superevent.pk
-    write_logs(logs)
+    outcome.announcements = [(kind, target.pk, *rest) for kind, target, *rest in outcome.announcements]
+
+
+def _write_step_runs(outcome):
+    now = timezone.now()
     StepRun.objects.bulk_create([
-        StepRun(step=STEP, event=event, started=started, finished=now, status=StepRun.Status.SUCCEEDED,
-                worker=WORKER_NAME) for event in done
+        StepRun(step=STEP, event=event, started=outcome.started, finished=now,
+                status=StepRun.Status.SUCCEEDED, worker=WORKER_NAME) for event in outcome.done
     ])
+
+
+def _set_done(events):
+    """Set the superevent and the done flag of ``events`` in memory."""
+    for event in events:
+        event.grouping_done = True
+        if event.superevent_id is None and event.superevent is not None:  # joined (set in memory)
+            event.superevent_id = event.superevent.pk
 
 
 def mark_done(events):
     """Store the superevent and the done flag of ``events``: one UPDATE per
     superevent joined (events of one superevent come together in a batch)."""
+    _set_done(events)
     by_superevent = defaultdict(list)
     for event in events:
-        event.grouping_done = True
-        if event.superevent_id is None and event.superevent is not None:  # joined (set in memory)
-            event.superevent_id = event.superevent.pk
         by_superevent[event.superevent_id].append(event.pk)
     for superevent_pk, pks in by_superevent.items():
         Event.objects.filter(pk__in=pks).update(grouping_done=True, superevent_id=superevent_pk)

@@ -357,7 +357,7 @@ def test_a_label_added_while_a_batch_holds_its_event_is_not_missed(only_the_mana
             add_label(quiet, label)
     assert not quiet.labels.filter(name=last).exists()
     labels_read, label_committed = threading.Event(), threading.Event()
-    write, reconsider = superevents._write, superevents.reconsider_on_label
+    write, reconsider = superevents._write_superevents, superevents.reconsider_on_label
 
     def write_after_the_label(*args):
         labels_read.set()
@@ -369,7 +369,7 @@ def test_a_label_added_while_a_batch_holds_its_event_is_not_missed(only_the_mana
         label_committed.set()
         reconsider(*args)
 
-    monkeypatch.setattr(superevents, "_write", write_after_the_label)
+    monkeypatch.setattr(superevents, "_write_superevents", write_after_the_label)
     monkeypatch.setattr(superevents, "reconsider_on_label", reconsider_once_committed)
     errors = []
 
@@ -420,13 +420,13 @@ def test_an_upload_is_grouped_in_its_own_transaction(manager_tasks_recorded):
 
 def test_when_grouping_at_upload_fails_the_upload_commits_and_the_task_groups_it(manager_tasks_recorded,
                                                                                 monkeypatch):
-    assign_batch = superevents._assign_batch
+    plan = superevents._plan
 
     def fails_once(*args, **kwargs):
-        monkeypatch.setattr(superevents, "_assign_batch", assign_batch)
-        raise RuntimeError("database trouble during grouping")
+        monkeypatch.setattr(superevents, "_plan", plan)
+        raise RuntimeError("trouble in the rules")
 
-    monkeypatch.setattr(superevents, "_assign_batch", fails_once)
+    monkeypatch.setattr(superevents, "_plan", fails_once)
     event = make_event(gpstime=T0)
     stored = refreshed(event)
     assert stored.superevent is None and not stored.grouping_done
@@ -444,29 +444,26 @@ def test_grouping_at_upload_can_be_turned_off(manager_tasks_recorded, settings):
     assert refreshed(event).superevent.superevent_id == "S190425a"
 
 
-def test_a_database_error_in_grouping_at_upload_undoes_only_the_grouping(manager_tasks_recorded, monkeypatch):
-    """A statement failing inside the database after the batch wrote is
-    rolled back to the grouping's savepoint, and the upload still commits
-    whole, with its event pending for the task."""
-    from django.db import connection
+def test_a_database_error_in_grouping_at_upload_fails_the_whole_upload(manager_tasks_recorded, monkeypatch):
+    """A statement failing inside the database after the grouping wrote its
+    superevent rolls the whole upload back: nothing half written, no task."""
+    from django.db import DatabaseError, connection
 
-    from alerts.models import SupereventDayCounter
+    from alerts.models import File, Log, StepRun, SupereventDayCounter
 
-    write_logs, calls = superevents.write_logs, []
+    write_superevents, calls = superevents._write_superevents, []
 
-    def write_then_fail(entries):
-        calls.append(entries)
-        write_logs(entries)  # the batch's superevent, counter and event rows are written by now
-        monkeypatch.setattr(superevents, "write_logs", write_logs)  # once
+    def write_then_fail(outcome):
+        calls.append(outcome)
+        write_superevents(outcome)  # the counter and the superevent row are written by now
         with connection.cursor() as cursor:
             cursor.execute("UPDATE alerts_no_such_table SET x = %s", [1])
 
-    monkeypatch.setattr(superevents, "write_logs", write_then_fail)
-    event = make_event(gpstime=T0)
-    assert len(calls) == 1
-    stored = refreshed(event)
-    assert stored.superevent is None and not stored.grouping_done
-    assert not Superevent.objects.exists() and not SupereventDayCounter.objects.exists()
-    assert stored.logs.filter(message__startswith="Event uploaded").exists()
-    superevents.process_event(event.pk)
-    assert refreshed(event).superevent.superevent_id == "S190425a"
+    monkeypatch.setattr(superevents, "_write_superevents", write_then_fail)
+    with pytest.raises(DatabaseError):
+        make_event(gpstime=T0)
+    assert len(calls) == 1 and calls[0].created
+    assert not Event.objects.exists() and not Superevent.objects.exists()
+    assert not SupereventDayCounter.objects.exists()
+    assert not Log.objects.exists() and not File.objects.exists() and not StepRun.objects.exists()
+    assert manager_tasks_recorded == []
