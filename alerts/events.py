@@ -15,16 +15,15 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from alerts import handlers, superevents
+from alerts import vocabulary as v
 from alerts.config import policy
 from alerts.models import Category, Event, File, Rejection
 from alerts.science.coinc import CoincError, PsdError, parse_coinc, parse_psd
 from alerts.store import add_file, add_label, file_added_message, pending_log, stage_file_version, write_logs
+from alerts.vocabulary import COINC_FILENAME, PSD_FILENAME, RANKING_DATA_FILENAME  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-COINC_FILENAME = "coinc.xml"
-PSD_FILENAME = "psd.xml.gz"
-RANKING_DATA_FILENAME = "ranking_data.xml.gz"
 GRACEID_PREFIX = {Category.PRODUCTION: "G", Category.MDC: "M", Category.TEST: "T"}
 # Local IDs start here so they read like GraceDB's (G330000 ...).
 GRACEID_OFFSET = 330000
@@ -32,7 +31,7 @@ REJECTION_EXCERPT_CHARS = 500
 # File.name's max_length.
 MAX_FILE_NAME_CHARS = 128
 # Tags given to files by name when the uploader gives none.
-DEFAULT_TAGS = {PSD_FILENAME: ["psd"], RANKING_DATA_FILENAME: ["ranking_data"], COINC_FILENAME: ["coinc"]}
+DEFAULT_TAGS = {PSD_FILENAME: [v.PSD_TAG], RANKING_DATA_FILENAME: [v.RANKING_DATA_TAG], COINC_FILENAME: [v.COINC_TAG]}
 # Label names the store accepts (Label.name's max_length; the API's LabelSerializer).
 LABEL_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")
 # Detector prefixes as LAL and GraceDB write them (H1, L1, V1, K1 ...).
@@ -124,7 +123,7 @@ def category_for(search, category=None):
         if category not in Category.values:
             raise UploadError(f"unknown category {category!r}; expected one of {', '.join(Category.values)}")
         return category
-    return Category.MDC if search == "MDC" else Category.PRODUCTION
+    return Category.MDC if search == v.MDC else Category.PRODUCTION
 
 
 def attributes_from_coinc(summary):
@@ -230,7 +229,7 @@ def validate_file(name, data):
         raise UploadError(f"{name}: {error}") from None
 
 
-def create_event(*, group, pipeline, search="AllSky", coinc=None, attributes=None, files=(),
+def create_event(*, group, pipeline, search=v.ALLSKY, coinc=None, attributes=None, files=(),
                  offline=False, category=None, graceid=None, labels=()):
     """Create an event from a coinc.xml (CBC) or from explicit attributes.
 

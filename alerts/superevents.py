@@ -279,15 +279,16 @@ def claim_pending(first_pk, category, batch_size, wait=False):
     return list(locked(first_then_id, skip_locked=True)[:batch_size])
 
 
-def locked(queryset, skip_locked=False):
+def locked(queryset, skip_locked=False, of=()):
     """``queryset`` with the manager's row lock (none on SQLite, whose
-    IMMEDIATE transactions serialise writers).
+    IMMEDIATE transactions serialise writers), on the rows of ``of`` only if given.
 
     NO KEY: labels, logs and files may still be added to the rows meanwhile.
     """
     features = connection.features
     return queryset.select_for_update(no_key=features.has_select_for_no_key_update,
-                                      skip_locked=skip_locked and features.has_select_for_update_skip_locked)
+                                      skip_locked=skip_locked and features.has_select_for_update_skip_locked,
+                                      of=of if features.has_select_for_update_of else ())
 
 
 @dataclasses.dataclass(eq=False)
@@ -410,19 +411,24 @@ def _spans(windows, gap=SPAN_MERGE_GAP_S):
     return spans
 
 
-def _overlapping(spans):
-    """Condition: a superevent window overlaps one of ``spans``."""
+def _overlapping(spans, prefix=""):
+    """Condition: a superevent window (``prefix`` its path) overlaps one of ``spans``."""
     condition = Q()
     for start, end in spans:
-        condition |= Q(t_start__lte=end, t_end__gte=start)
+        condition |= Q(**{f"{prefix}t_start__lte": end, f"{prefix}t_end__gte": start})
     return condition
 
 
 def _read_batch(category, pending, forming):
     """Lock the time buckets of the batch's windows, then read the
-    superevents that overlap them (locked), their events and the labels of
-    all these (``pending`` leaves out events known to have none). Returns (slots, {event pk: label names}), each slot's
-    ``labels`` set from its superevent's.
+    superevents that overlap them (locked) with their events, and the labels
+    of all these (``pending`` leaves out events known to have none). Returns
+    (slots, {event pk: label names}), each slot's ``labels`` set from its
+    superevent's.
+
+    The superevents come with their events, in one query (a superevent is
+    created with its preferred event and never loses it), locked in pk
+    order, as every locker of several superevents does.
 
     These are also all the neighbours that can clip a growing window: a
     superevent grows only into an event window of the batch, and windows
@@ -433,20 +439,22 @@ def _read_batch(category, pending, forming):
     slots, events = [], []
     if forming:
         lock_buckets(category, (b for item in forming for b in buckets_of(*item.window)))
-        joinable = Superevent.objects.filter(_overlapping(_spans([item.window for item in forming])),
-                                             category=category)
-        slots = [Slot(superevent, []) for superevent in locked(joinable.order_by("pk"))]
-        if slots:
-            events = list(Event.objects.filter(superevent__in=[slot.superevent for slot in slots])
-                          .order_by("-pk"))
+        joined = Event.objects.select_related("superevent").filter(
+            _overlapping(_spans([item.window for item in forming]), prefix="superevent__"),
+            superevent__category=category)
+        events = list(locked(joined.order_by("superevent_id", "-pk"), of=("superevent",)))
+        by_pk = {}
+        for event in events:
+            slot = by_pk.get(event.superevent_id)
+            if slot is None:
+                slot = by_pk[event.superevent_id] = Slot(event.superevent, [])
+                slots.append(slot)
+            slot.events.append(event)
     event_pks = [p.event.pk for p in pending] + [event.pk for event in events]
     label_rows = Label.objects.filter(Q(event_id__in=event_pks)
                                       | Q(superevent_id__in=[slot.superevent.pk for slot in slots]))
     if not event_pks and not slots:
         label_rows = label_rows.none()
-    by_pk = {slot.superevent.pk: slot for slot in slots}
-    for event in events:
-        by_pk[event.superevent_id].events.append(event)
     labels_of, superevent_labels = defaultdict(set), defaultdict(set)
     for event_pk, superevent_pk, name in label_rows.values_list("event_id", "superevent_id", "name"):
         if event_pk is not None:

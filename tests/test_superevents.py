@@ -394,10 +394,20 @@ def test_a_label_added_while_a_batch_holds_its_event_is_not_missed(only_the_mana
 
 # --- grouping inside the upload's transaction (GROUP_AT_UPLOAD) ---------------------
 
+# BEGIN, the event's id, the bucket locks, the superevents with their events,
+# their labels, the superevent's UPDATE, the INSERTs of the event, the logs
+# and the step run, COMMIT.
+UPLOAD_JOINING_QUERIES = 10
+
 
 def test_an_upload_is_grouped_in_its_own_transaction(manager_tasks_recorded):
     """The superevent is there when create_event returns, committed with the
-    event (one COMMIT); the manager's task then finds the event done."""
+    event (one COMMIT); the manager's task then finds the event done.
+
+    The upload's round trips are counted: the event's row goes in once with
+    its superevent and done flag (no UPDATE of it, no savepoint), the
+    superevent and its events come in one locked read, and the upload's and
+    the grouping's logs in one INSERT."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -408,6 +418,11 @@ def test_an_upload_is_grouped_in_its_own_transaction(manager_tasks_recorded):
         second = make_event(gpstime=T0 + 0.5, snr=20, pipeline="pycbc")
     commits = [q["sql"] for q in queries.captured_queries if q["sql"].strip().upper() == "COMMIT"]
     assert len(commits) == 1
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == UPLOAD_JOINING_QUERIES, "\n".join(sql[:100] for sql in statements)
+    assert sum(sql.startswith('INSERT INTO "alerts_event"') for sql in statements) == 1
+    assert sum(sql.startswith('INSERT INTO "alerts_log"') for sql in statements) == 1
+    assert not any(sql.startswith(('UPDATE "alerts_event"', "SAVEPOINT")) for sql in statements)
     assert refreshed(first).superevent_id == refreshed(second).superevent_id is not None
     superevent = refreshed(second).superevent
     assert superevent.preferred_event_id == second.pk and superevent.t_end == T0 + 1.5
