@@ -272,10 +272,11 @@ def create_event(*, group, pipeline, search=v.ALLSKY, coinc=None, attributes=Non
         # after the commit, as when the EVENT_CREATED task groups it. Labels
         # given with the event come after, and re-apply the preferred-event
         # order as any later label does (superevents.reconsider_on_label).
-        write_new_event(event, graceid, coinc, f"Event uploaded by {pipeline} ({group}, {search})"
-                                               + (" [offline]" if offline else ""),
-                        group=policy()["GROUP_AT_UPLOAD"])
-        handlers.dispatch(handlers.EVENT_CREATED, event.pk)
+        grouped = write_new_event(event, graceid, coinc, f"Event uploaded by {pipeline} ({group}, {search})"
+                                                         + (" [offline]" if offline else ""),
+                                  group=policy()["GROUP_AT_UPLOAD"])
+        # The manager's task would only find the event done (a re-read).
+        handlers.dispatch(handlers.EVENT_CREATED, event.pk, done=[superevents.process_event] if grouped else [])
         for name, data in files:
             add_file(event, name, data, tags=DEFAULT_TAGS.get(name, []))
         for label in labels:
@@ -286,7 +287,7 @@ def create_event(*, group, pipeline, search=v.ALLSKY, coinc=None, attributes=Non
 def write_new_event(event, graceid, coinc, message, group=False):
     """INSERT ``event`` with its final id (``graceid``, or one made from its
     pk), its coinc.xml (if any), its superevent (if ``group``) and their log
-    messages.
+    messages. Returns True if the event was grouped.
 
     What ``add_file(..., announce=False)`` stores, without its lock and
     version query: nobody sees the new event before this transaction
@@ -327,6 +328,7 @@ def write_new_event(event, graceid, coinc, message, group=False):
     write_logs(logs + (grouping.logs if grouping else []))  # one INSERT
     if grouping:
         superevents.finish_at_upload(grouping)
+    return grouping is not None
 
 
 def add_event_file(event, name, data, tags=None, message=None):

@@ -48,9 +48,13 @@ def subscribers(kind):
     return list(_subscribers[kind])
 
 
-def dispatch(kind, *args):
-    """Queue every subscriber of ``kind`` (after the current transaction commits)."""
+def dispatch(kind, *args, done=()):
+    """Queue every subscriber of ``kind`` (after the current transaction
+    commits), except those in ``done`` (functions whose work the caller did
+    in the same transaction)."""
     if kind not in KINDS:
         raise ValueError(f"unknown handler kind {kind!r}")
+    skipped = {workers.task_path(func) for func in done}
     for path in _subscribers[kind]:
-        workers.enqueue(path, *args)
+        if path not in skipped:
+            workers.enqueue(path, *args)

@@ -5,10 +5,10 @@ returns at once if its event is already handled (``Event.grouping_done``);
 otherwise ``assign_pending`` takes, in one transaction, the event and up to
 ``BATCH_SIZE - 1`` other pending events of its category, applies the rules
 to them one by one in memory, in creation (id) order, exactly as one task
-per event would, and writes the result with a few bulk statements. The
-tasks of the other events of the batch then find them done. Under a
-backlog this costs a handful of queries per batch instead of ~14 per event;
-a lone event costs about what it did (one commit instead of three).
+per event would (``_plan``), and writes the result with a few bulk
+statements. The tasks of the other events of the batch then find them done.
+An upload's new event goes through the same steps inside the upload's
+transaction (``group_at_upload``), as a batch of one.
 
 Correct under concurrency: pending events are claimed with FOR NO KEY
 UPDATE SKIP LOCKED, so two managers never take the same event. A task whose

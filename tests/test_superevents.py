@@ -195,11 +195,11 @@ def test_one_task_groups_a_batch_as_one_task_per_event_would(monkeypatch, settin
         elif path == "alerts.superevents.process_event":
             held_back.append(args[0])
 
-    def recording_dispatch(kind, *args):
+    def recording_dispatch(kind, *args, **options):
         if kind in {handlers.SUPEREVENT_CREATED, handlers.SUPEREVENT_EVENT_ADDED,
                     handlers.SUPEREVENT_PREFERRED_CHANGED}:
             announced.append((kind, args))
-        dispatch(kind, *args)
+        dispatch(kind, *args, **options)
 
     monkeypatch.setattr(workers, "enqueue", enqueue_manager_only)
     monkeypatch.setattr(handlers, "dispatch", recording_dispatch)
@@ -402,7 +402,7 @@ UPLOAD_JOINING_QUERIES = 10
 
 def test_an_upload_is_grouped_in_its_own_transaction(manager_tasks_recorded):
     """The superevent is there when create_event returns, committed with the
-    event (one COMMIT); the manager's task then finds the event done.
+    event (one COMMIT); the manager's task is not queued, it has nothing left to do.
 
     The upload's round trips are counted: the event's row goes in once with
     its superevent and done flag (no UPDATE of it, no savepoint), the
@@ -427,9 +427,9 @@ def test_an_upload_is_grouped_in_its_own_transaction(manager_tasks_recorded):
     superevent = refreshed(second).superevent
     assert superevent.preferred_event_id == second.pk and superevent.t_end == T0 + 1.5
     assert refreshed(second).grouping_done
-    assert manager_tasks_recorded == [first.pk, second.pk]  # still queued, as the safety net
+    assert manager_tasks_recorded == []  # the upload did the manager's work: no task re-reads it
     assert StepRun.objects.filter(step="superevent_manager", event=second, status="succeeded").count() == 1
-    superevents.process_event(second.pk)  # the queued task: nothing left to do
+    superevents.process_event(second.pk)  # a repeated task would find nothing left to do
     assert StepRun.objects.filter(step="superevent_manager", event=second).count() == 1
 
 
@@ -447,6 +447,7 @@ def test_when_grouping_at_upload_fails_the_upload_commits_and_the_task_groups_it
     assert stored.superevent is None and not stored.grouping_done
     assert not Superevent.objects.exists()
     assert stored.logs.filter(message__startswith="Event uploaded").exists()  # the upload is whole
+    assert manager_tasks_recorded == [event.pk]
     superevents.process_event(event.pk)
     assert refreshed(event).superevent.superevent_id == "S190425a"
 
@@ -455,6 +456,7 @@ def test_grouping_at_upload_can_be_turned_off(manager_tasks_recorded, settings):
     settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "GROUP_AT_UPLOAD": False}
     event = make_event(gpstime=T0)
     assert refreshed(event).superevent is None and not refreshed(event).grouping_done
+    assert manager_tasks_recorded == [event.pk]
     superevents.process_event(event.pk)
     assert refreshed(event).superevent.superevent_id == "S190425a"
 
