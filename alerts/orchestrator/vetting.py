@@ -194,3 +194,10 @@ def schedule_cleanup(superevent, first_kind, event):
 def cleanup_follows():
     """Whether a clean-up pass will follow the first one."""
     return policy()["SECOND_PRELIMINARY"] and not workers.run_inline()
+
+
+def cleanup_over(superevent):
+    """Whether no clean-up pass is still to come for the superevent (it
+    claimed its run, or none follows): an alert sent now freezes the
+    preferred event itself."""
+    return not cleanup_follows() or Vetting.objects.filter(superevent_id=superevent.pk, cleanup_done=True).exists()
