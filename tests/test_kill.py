@@ -1,0 +1,140 @@
+"""Kill test: the worker cluster (workers, timer, slow cluster: its whole
+process group) is killed with SIGKILL at random moments while superevents
+arrive and are alerted, and started again each time. At the end every
+superevent that should have alerts has each exactly once, in the outbox and
+on the Kafka topic (librdkafka's mock cluster), and none has more.
+
+The events come already annotated (``tests.annotated``: no BAYESTAR), so a
+replay of 50 superevents fits in about two minutes; a short settle time,
+clean-up delay and claim timeouts (deployment settings) keep it bounded.
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer
+from django.conf import settings
+
+from alerts.models import Notice, Superevent
+from tests.annotated import annotated_event
+from tests.factories import T0
+from tests.test_listen import KAFKA_WAIT_S, broker  # noqa: F401 (fixture)
+from tests.test_workers import ROOT, Output
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SUPEREVENTS = 50
+INSIGNIFICANT_EVERY = 5  # every 5th superevent forms but is not significant: no alert
+KILLS_DURING_UPLOADS = 5
+KILLS_AFTER_UPLOADS = 2
+UPLOAD_PAUSE_S = (0.05, 0.4)
+SETTLE_LIMIT_S = 120
+# Short, so a pass cut off by a kill is taken over soon after the restart.
+CLAIM_TIMEOUT_S = 4.0
+
+
+def start(env):
+    process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process.output = Output(process.stdout)
+    return process
+
+
+def kill(process):
+    os.killpg(process.pid, signal.SIGKILL)  # the main process, its workers, timer and slow cluster
+    process.wait()
+
+
+def kafka_keys(broker, topic):  # noqa: F811
+    """Every message key on ``topic``, read from the start until it is quiet."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    keys, quiet_since = [], time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < 3.0:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            keys.append(message.key().decode())
+            quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return keys
+
+
+def expected_reasons(index):
+    return [] if index % INSIGNIFICANT_EVERY == INSIGNIFICANT_EVERY - 1 else ["preliminary-1", "preliminary-2"]
+
+
+def test_killing_the_workers_at_random_loses_and_duplicates_no_notice(worker_env, broker, tmp_path):  # noqa: F811
+    rng = random.Random(15)
+    outbox, topic = tmp_path / "outbox", f"kill-test-{uuid.uuid4().hex[:8]}"
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "TASKS_INLINE": False, "PRELIMINARY_ALERTS": True}
+    worker_env.update({
+        "Q_WORKERS": "2", "ORCHESTRATOR_LOG_LEVEL": "WARNING",
+        "ORCHESTRATOR_PRELIMINARY_ALERTS": "1", "ORCHESTRATOR_TIMEOUT_S": "0.5",
+        "ORCHESTRATOR_SECOND_PRELIMINARY": "1", "ORCHESTRATOR_PRELIMINARY_CLEANUP_DELAY_S": "1",
+        "ORCHESTRATOR_OUTBOX_DIR": str(outbox), "ORCHESTRATOR_DETCHAR_FRAME_GLOB": "",
+        "ORCHESTRATOR_KAFKA_SERVERS": broker, "ORCHESTRATOR_KAFKA_TOPIC": topic,
+        "ORCHESTRATOR_DELIVERY_CLAIM_TIMEOUT_S": str(CLAIM_TIMEOUT_S),
+        "ORCHESTRATOR_POLICY": json.dumps({"VETTING": {"claim_timeout_s": CLAIM_TIMEOUT_S}}),
+    })
+    kill_after = set(rng.sample(range(1, SUPEREVENTS), KILLS_DURING_UPLOADS))
+    kills, began = 0, time.monotonic()
+    process = start(worker_env)
+    try:
+        events = []
+        for index in range(SUPEREVENTS):
+            far = 1e-4 if not expected_reasons(index) else 1e-12  # 1e-4 Hz: a superevent, no alert
+            events.append(annotated_event(gpstime=T0 + 100 * index, far=far))
+            time.sleep(rng.uniform(*UPLOAD_PAUSE_S))
+            if index in kill_after:
+                kill(process)
+                kills += 1
+                process = start(worker_env)
+        for _ in range(KILLS_AFTER_UPLOADS):
+            time.sleep(rng.uniform(1.0, 6.0))
+            kill(process)
+            kills += 1
+            process = start(worker_env)
+
+        superevents = [Superevent.objects.get(pk=event.superevent_id) for event in events]
+        want = {s.superevent_id: expected_reasons(i) for i, s in enumerate(superevents)}
+
+        def delivered():
+            notices = list(Notice.objects.select_related("superevent"))
+            have = {sid: sorted(n.reason for n in notices if n.superevent.superevent_id == sid) for sid in want}
+            files = all((outbox / n.superevent.superevent_id / f"{n.identity}.json").exists() for n in notices)
+            return have == want and files
+
+        deadline = time.monotonic() + SETTLE_LIMIT_S
+        while not delivered() and time.monotonic() < deadline:
+            assert process.poll() is None, process.output.text()[-3000:]
+            time.sleep(0.5)
+        keys = Counter(kafka_keys(broker, topic))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            kill(process)
+
+    notices = list(Notice.objects.select_related("superevent"))
+    have = {sid: sorted(n.reason for n in notices if n.superevent.superevent_id == sid) for sid in want}
+    missing = {sid: reasons for sid, reasons in want.items() if have[sid] != reasons}
+    assert not missing, f"expected {missing}, have {[have[sid] for sid in missing]}"
+    on_disk = sorted(path.name for path in outbox.glob("*/*.json"))
+    assert on_disk == sorted(f"{n.identity}.json" for n in notices)
+    assert keys == Counter({n.identity: 1 for n in notices}), f"Kafka duplicates or losses: {keys}"
+    expected = sum(len(reasons) for reasons in want.values())
+    print(f"\nkill test: {kills} SIGKILLs of the worker cluster, {SUPEREVENTS} superevents, {expected} notices "
+          f"expected and found once each in the outbox and on Kafka ({len(notices)} notices, "
+          f"{sum(keys.values())} Kafka messages), {time.monotonic() - began:.0f} s")
