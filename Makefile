@@ -29,6 +29,7 @@ benchmark: install
 	$(PY) manage.py benchmark_alert_latency
 	$(PY) manage.py benchmark_bayestar
 	$(PY) manage.py benchmark_gracedb_upload
+	$(PY) manage.py benchmark_alert_path
 
 clean:
 	rm -rf $(VENV) var
