@@ -265,6 +265,9 @@ Q_CLUSTER = {
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+    # Records each task as the cluster takes it, so a forced stop loses none
+    # of those waiting for a free worker (alerts/brokers.py).
+    Q_CLUSTER["broker_class"] = "alerts.brokers.RecordingRedis"
 else:
     Q_CLUSTER["orm"] = "default"
     # How often the ORM broker looks for new tasks (seconds).

@@ -11,18 +11,22 @@ import pytest
 from alerts import delivery, liveness, workers
 from alerts.annotations import LOCALIZE_TASK
 from alerts.events import PSD_FILENAME, create_event
-from alerts.models import File, Log, NoticeDelivery, RunningTask
+from alerts.models import Event, File, Log, NoticeDelivery, RunningTask
 from alerts.science.localization import MULTIORDER_FILENAME
+from tests.factories import T0, make_event
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
 from tests.test_delivery import (ALL_FORMATS, EXTENSIONS, consume, content, kafka,  # noqa: F401 (fixtures)
                                  payload_of, skymap_bytes, superevent)
 from tests.test_workers import ROOT, Output, wait_for
+from tests.worker_probe import FIRED_LABEL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # The issue's bound on a stop.
 STOP_LIMIT_S = 10
 BNS_INDEX = 3
+SLOW_PROBE = "tests.worker_probe.slow_probe"
+MARK_FIRED = "tests.worker_probe.mark_fired"
 # The real one: superevent_manager_only holds back workers.enqueue's other tasks.
 enqueue = workers.enqueue
 
@@ -182,3 +186,47 @@ def test_only_claims_of_processes_certainly_ended_are_released(superevent, conte
     assert delivery.release_dead_claims() == 1
     assert dict(NoticeDelivery.objects.filter(notice=notice).values_list("format", "status")) == {
         "json": "pending", "avro": "sending", "voevent": "sending"}
+
+
+# --- tasks the cluster had taken but not started ----------------------------------
+
+HOLD_S = 120  # the probe that keeps the only worker busy: far longer than the test waits
+
+
+def test_tasks_taken_ahead_of_a_free_worker_survive_a_forced_stop(worker_env, settings):
+    """With Redis, django-q2's pusher takes tasks off the broker before a
+    worker is free (up to queue_limit): one worker, busy with a long task,
+    and two more tasks taken off Redis. A forced stop must not lose those
+    two; the next start runs each once."""
+    from django_q.brokers import get_broker
+
+    busy, *waiting = [make_event(far=1e-3, gpstime=T0 + 10 * index) for index in range(3)]  # no superevent
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "TASKS_INLINE": False}
+    worker_env.update({"Q_WORKERS": "1", "Q_SLOW_WORKERS": "0", "Q_STOP_GRACE_S": "0.5"})
+    broker = get_broker()
+    assert broker.__class__.__name__ == ("RecordingRedis" if os.environ.get("REDIS_URL") else "ORM")
+    first = start_cluster(worker_env)
+    try:
+        enqueue(SLOW_PROBE, busy.pk, HOLD_S)
+        wait_for(lambda: RunningTask.objects.filter(func=SLOW_PROBE).exists(), "the long task", first)
+        for event in waiting:
+            enqueue(MARK_FIRED, event.pk, "now")
+        if os.environ.get("REDIS_URL"):
+            wait_for(lambda: broker.queue_size() == 0, "the cluster to take both tasks", first)
+        wait_for(lambda: RunningTask.objects.count() == 3, "the taken tasks recorded", first)
+    finally:
+        took = stop_cluster(first)
+    assert took < STOP_LIMIT_S, first.output.text()[-3000:]
+    assert not Event.objects.filter(labels__name=FIRED_LABEL).exists()
+    assert sorted(RunningTask.objects.values_list("func", flat=True)) == sorted([MARK_FIRED, MARK_FIRED, SLOW_PROBE])
+
+    worker_env["Q_WORKERS"] = "2"  # one for the long task's rerun, one for the others
+    second = start_cluster(worker_env)
+    try:
+        wait_for(lambda: Event.objects.filter(labels__name=FIRED_LABEL).count() == len(waiting),
+                 "the taken tasks to run", second)
+        assert "running again 3 task(s)" in second.output.text()
+    finally:
+        stop_cluster(second)
+    for event in waiting:
+        assert event.logs.filter(message__startswith="probe fired").count() == 1
