@@ -55,12 +55,19 @@ send (Kafka waits at most ``timeout_s`` + 5 s), or a slow but living worker
 could be taken over and the notice sent twice (again with one identity).
 The outbox is idempotent by itself: a resend rewrites the same file name
 with the same bytes.
+
+**A stop.** A claim names the process holding it (``alerts.liveness``).
+When that process has certainly ended (this machine, and its pid gone or a
+zombie), :func:`release_dead_claims` puts the delivery back to 'pending' at
+once: ``manage.py qcluster`` calls it after a stop has ended its workers and
+again at start, so a delivery cut by a stop goes out on the next start
+rather than after ``claim_timeout_s``. A process that may still be alive
+(or one on another machine) keeps its claim until the timeout.
 """
 import dataclasses
 import datetime
 import hashlib
 import logging
-import uuid
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -68,12 +75,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from alerts import store, transports, workers
+from alerts import liveness, store, transports, workers
 from alerts.models import Notice, NoticeDelivery, NoticePayload, Superevent
 from alerts.science.notices import (ROLE_OBSERVATION, ROLES, NoticeContent, NoticeValidationError,
                                     build_avro_notice, build_json_notice, notice_identity)
 from alerts.science.voevent import build_voevent
-from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME, StepSkipped, record_step
+from alerts.steps import MAX_ERROR_CHARS, StepSkipped, record_step
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +297,7 @@ def deliver(notice_pk, local_only=False):
 
 
 def _deliver_unsent(notice, names=None):
-    token = f"{WORKER_NAME}:{uuid.uuid4().hex[:12]}"
+    token = liveness.process_token()
     payloads = {payload.format: bytes(payload.content) for payload in notice.payloads.all()}
     configured = {destination["name"]: destination
                   for destination in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", [])}
@@ -399,6 +406,29 @@ def _record_failure(notice, delivery, token, error):
         store.log(notice.superevent, f"Notice {notice.identity}: attempt {delivery.attempts}/{max_attempts} to "
                   f"{where} failed: {message}; retrying in {delay:g} s", tags=[NOTICE_TAG])
     return delay
+
+
+def release_dead_claims():
+    """Put back to 'pending' every delivery claimed by a process of this
+    machine that has ended (killed by a stop, say); returns how many. Never
+    touches a claim whose process may be alive."""
+    released = 0
+    sending = NoticeDelivery.objects.filter(status=NoticeDelivery.Status.SENDING).select_related(
+        "notice__superevent")
+    for delivery in sending:
+        if not liveness.holder_is_dead(delivery.claim_token):
+            continue
+        with transaction.atomic():
+            if not NoticeDelivery.objects.filter(pk=delivery.pk, status=NoticeDelivery.Status.SENDING,
+                                                 claim_token=delivery.claim_token).update(
+                    status=NoticeDelivery.Status.PENDING, updated=timezone.now()):
+                continue  # finished or taken over meanwhile
+            notice = delivery.notice
+            store.log(notice.superevent, f"Notice {notice.identity}: claim {delivery.claim_token} on "
+                      f"{delivery.destination}/{delivery.format} released (its worker process has ended); "
+                      f"it will be sent with the same identity", tags=[NOTICE_TAG])
+        released += 1
+    return released
 
 
 def resume_deliveries():
