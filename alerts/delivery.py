@@ -48,8 +48,12 @@ queued), and any later ``deliver`` or repeated ``issue_notice`` picks up
 stale claims too. The delivery is then sent *again*, and that resend is the
 same notice: the same stored, byte-identical payload, the same identity as
 Kafka message key and ``identity`` header, the same VOEvent IVORN and the
-same serial number. Consumers may therefore see a notice twice in this one
-case and must dedupe on (identity, format); they never see two different
+same serial number. Where the transport can be read back (Kafka), the
+resend is not made at all: a first attempt records where the topic ends
+before sending (``send_mark``), and a later attempt reads the topic from
+there and marks the delivery sent if the message is on it
+(:func:`_sent_before`). Consumers would otherwise see a notice twice in this
+one case and dedupe on (identity, format); they never see two different
 notices for one event. ``claim_timeout_s`` must exceed the longest transport
 send (Kafka waits at most ``timeout_s`` + 5 s), or a slow but living worker
 could be taken over and the notice sent twice (again with one identity).
@@ -313,6 +317,9 @@ def _deliver_unsent(notice, names=None):
                     f"destination {delivery.destination!r} takes no {notice.role} notices (its roles changed)")
             if delivery.format not in payloads:
                 raise transports.PermanentTransportError(f"notice has no {delivery.format} payload")
+            if _sent_before(notice, delivery, token, destination):
+                _record_sent(notice, delivery, token, found=True)
+                continue
             transports.send(destination, notice.identity, delivery.format, payloads[delivery.format],
                             superevent_id=notice.superevent.superevent_id, serial=notice.serial)
         except Exception as error:  # every failure is recorded and retried or marked failed
@@ -371,11 +378,28 @@ def _finish_claim(delivery, token, **fields):
                                               claim_token=token).update(updated=now, **fields))
 
 
-def _record_sent(notice, delivery, token):
+def _sent_before(notice, delivery, token, destination):
+    """Check-before-send. A first attempt records where the destination
+    stands (``transports.send_mark``) before it sends; any later attempt
+    looks from there for what an earlier one may have sent and not recorded
+    (its worker killed in between), so it is not sent twice."""
+    if delivery.send_mark is not None:
+        return transports.already_sent(destination, notice.identity, delivery.format, delivery.send_mark)
+    mark = transports.send_mark(destination, delivery.format)
+    if mark is not None and not NoticeDelivery.objects.filter(
+            pk=delivery.pk, status=NoticeDelivery.Status.SENDING, claim_token=token, send_mark__isnull=True).update(
+            send_mark=mark):
+        raise transports.TransportError("the claim was taken over before the send")
+    return False
+
+
+def _record_sent(notice, delivery, token, found=False):
     where = f"{delivery.destination}/{delivery.format}"
     with transaction.atomic():
         if _finish_claim(delivery, token, status=NoticeDelivery.Status.SENT, sent_at=timezone.now(), last_error=""):
-            store.log(notice.superevent, f"Notice {notice.identity} sent to {where}", tags=[NOTICE_TAG])
+            how = (" already (an earlier attempt got it there before its worker died): not sent again"
+                   if found else "")
+            store.log(notice.superevent, f"Notice {notice.identity} sent to {where}{how}", tags=[NOTICE_TAG])
             return
     # Slower than the claim timeout: another worker took over and may have
     # sent it too, with the same identity.

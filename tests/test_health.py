@@ -14,7 +14,8 @@ from django.test import Client
 from alerts import health as checks
 from alerts.models import Category, Notice, Superevent
 from tests.test_delivery import kafka  # noqa: F401 (fixture)
-from tests.test_workers import ROOT, qcluster, queued  # noqa: F401 (fixtures)
+from tests.cluster import ROOT
+from tests.test_workers import qcluster, queued  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

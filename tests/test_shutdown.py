@@ -1,9 +1,6 @@
 """A stop (SIGTERM) ends the worker cluster within 10 s even in the middle of
 BAYESTAR, and the cut-off localization runs again at the next start."""
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,11 +10,12 @@ from alerts.annotations import LOCALIZE_TASK
 from alerts.events import PSD_FILENAME, create_event
 from alerts.models import Event, File, Log, NoticeDelivery, RunningTask
 from alerts.science.localization import MULTIORDER_FILENAME
+from tests import cluster
+from tests.cluster import start_cluster, wait_for
 from tests.factories import T0, make_event
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
 from tests.test_delivery import (ALL_FORMATS, EXTENSIONS, consume, content, kafka,  # noqa: F401 (fixtures)
                                  payload_of, skymap_bytes, superevent)
-from tests.test_workers import ROOT, Output, wait_for
 from tests.worker_probe import FIRED_LABEL
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,23 +29,9 @@ MARK_FIRED = "tests.worker_probe.mark_fired"
 enqueue = workers.enqueue
 
 
-def start_cluster(env):
-    process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    process.output = Output(process.stdout)
-    return process
-
-
 def stop_cluster(process):
     """SIGTERM; returns how long the cluster took to exit."""
-    began = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(STOP_LIMIT_S * 3)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    return time.monotonic() - began
+    return cluster.stop_cluster(process, STOP_LIMIT_S * 3)
 
 
 def test_a_stop_in_the_middle_of_bayestar_is_quick_and_loses_nothing(
