@@ -404,6 +404,7 @@ def kafka():
                    "topic": f"igwn.gwalert.{uuid.uuid4().hex[:8]}", "timeout_s": 10.0}
     yield destination
     transports._producers.clear()
+    transports._consumers.clear()  # read-back consumers of this broker: it goes away
     del holder
 
 
