@@ -20,15 +20,16 @@ demo: install
 test: install
 	bash scripts/test.sh
 
-# The four benchmark commands in turn (README.md, "Benchmarks"): the first
-# two and the last need PostgreSQL, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator
-# (REDIS_URL set: the latency benchmark uses Redis); BAYESTAR takes minutes.
+# The five benchmark commands in turn (README.md, "Benchmarks"): all but
+# benchmark_bayestar need PostgreSQL, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator
+# (REDIS_URL set: the latency and alert-path benchmarks use Redis); BAYESTAR takes minutes.
 benchmark: export ORCHESTRATOR_DEV ?= 1
 benchmark: install
 	$(PY) manage.py benchmark_superevents
 	$(PY) manage.py benchmark_alert_latency
 	$(PY) manage.py benchmark_bayestar
 	$(PY) manage.py benchmark_gracedb_upload
+	$(PY) manage.py benchmark_alert_path
 
 clean:
 	rm -rf $(VENV) var

@@ -48,19 +48,30 @@ queued), and any later ``deliver`` or repeated ``issue_notice`` picks up
 stale claims too. The delivery is then sent *again*, and that resend is the
 same notice: the same stored, byte-identical payload, the same identity as
 Kafka message key and ``identity`` header, the same VOEvent IVORN and the
-same serial number. Consumers may therefore see a notice twice in this one
-case and must dedupe on (identity, format); they never see two different
+same serial number. Where the transport can be read back (Kafka), the
+resend is not made at all: a first attempt records where the topic ends
+before sending (``send_mark``), and a later attempt reads the topic from
+there and marks the delivery sent if the message is on it
+(:func:`_sent_before`). Consumers would otherwise see a notice twice in this
+one case and dedupe on (identity, format); they never see two different
 notices for one event. ``claim_timeout_s`` must exceed the longest transport
 send (Kafka waits at most ``timeout_s`` + 5 s), or a slow but living worker
 could be taken over and the notice sent twice (again with one identity).
 The outbox is idempotent by itself: a resend rewrites the same file name
 with the same bytes.
+
+**A stop.** A claim names the process holding it (``alerts.liveness``).
+When that process has certainly ended (this machine, and its pid gone or a
+zombie), :func:`release_dead_claims` puts the delivery back to 'pending' at
+once: ``manage.py qcluster`` calls it after a stop has ended its workers and
+again at start, so a delivery cut by a stop goes out on the next start
+rather than after ``claim_timeout_s``. A process that may still be alive
+(or one on another machine) keeps its claim until the timeout.
 """
 import dataclasses
 import datetime
 import hashlib
 import logging
-import uuid
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -68,12 +79,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from alerts import store, transports, workers
+from alerts import liveness, store, transports, workers
 from alerts.models import Notice, NoticeDelivery, NoticePayload, Superevent
 from alerts.science.notices import (ROLE_OBSERVATION, ROLES, NoticeContent, NoticeValidationError,
                                     build_avro_notice, build_json_notice, notice_identity)
 from alerts.science.voevent import build_voevent
-from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME, StepSkipped, record_step
+from alerts.steps import MAX_ERROR_CHARS, StepSkipped, record_step
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +301,7 @@ def deliver(notice_pk, local_only=False):
 
 
 def _deliver_unsent(notice, names=None):
-    token = f"{WORKER_NAME}:{uuid.uuid4().hex[:12]}"
+    token = liveness.process_token()
     payloads = {payload.format: bytes(payload.content) for payload in notice.payloads.all()}
     configured = {destination["name"]: destination
                   for destination in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", [])}
@@ -306,6 +317,9 @@ def _deliver_unsent(notice, names=None):
                     f"destination {delivery.destination!r} takes no {notice.role} notices (its roles changed)")
             if delivery.format not in payloads:
                 raise transports.PermanentTransportError(f"notice has no {delivery.format} payload")
+            if _sent_before(notice, delivery, token, destination):
+                _record_sent(notice, delivery, token, found=True)
+                continue
             transports.send(destination, notice.identity, delivery.format, payloads[delivery.format],
                             superevent_id=notice.superevent.superevent_id, serial=notice.serial)
         except Exception as error:  # every failure is recorded and retried or marked failed
@@ -364,11 +378,28 @@ def _finish_claim(delivery, token, **fields):
                                               claim_token=token).update(updated=now, **fields))
 
 
-def _record_sent(notice, delivery, token):
+def _sent_before(notice, delivery, token, destination):
+    """Check-before-send. A first attempt records where the destination
+    stands (``transports.send_mark``) before it sends; any later attempt
+    looks from there for what an earlier one may have sent and not recorded
+    (its worker killed in between), so it is not sent twice."""
+    if delivery.send_mark is not None:
+        return transports.already_sent(destination, notice.identity, delivery.format, delivery.send_mark)
+    mark = transports.send_mark(destination, delivery.format)
+    if mark is not None and not NoticeDelivery.objects.filter(
+            pk=delivery.pk, status=NoticeDelivery.Status.SENDING, claim_token=token, send_mark__isnull=True).update(
+            send_mark=mark):
+        raise transports.TransportError("the claim was taken over before the send")
+    return False
+
+
+def _record_sent(notice, delivery, token, found=False):
     where = f"{delivery.destination}/{delivery.format}"
     with transaction.atomic():
         if _finish_claim(delivery, token, status=NoticeDelivery.Status.SENT, sent_at=timezone.now(), last_error=""):
-            store.log(notice.superevent, f"Notice {notice.identity} sent to {where}", tags=[NOTICE_TAG])
+            how = (" already (an earlier attempt got it there before its worker died): not sent again"
+                   if found else "")
+            store.log(notice.superevent, f"Notice {notice.identity} sent to {where}{how}", tags=[NOTICE_TAG])
             return
     # Slower than the claim timeout: another worker took over and may have
     # sent it too, with the same identity.
@@ -399,6 +430,29 @@ def _record_failure(notice, delivery, token, error):
         store.log(notice.superevent, f"Notice {notice.identity}: attempt {delivery.attempts}/{max_attempts} to "
                   f"{where} failed: {message}; retrying in {delay:g} s", tags=[NOTICE_TAG])
     return delay
+
+
+def release_dead_claims():
+    """Put back to 'pending' every delivery claimed by a process of this
+    machine that has ended (killed by a stop, say); returns how many. Never
+    touches a claim whose process may be alive."""
+    released = 0
+    sending = NoticeDelivery.objects.filter(status=NoticeDelivery.Status.SENDING).select_related(
+        "notice__superevent")
+    for delivery in sending:
+        if not liveness.holder_is_dead(delivery.claim_token):
+            continue
+        with transaction.atomic():
+            if not NoticeDelivery.objects.filter(pk=delivery.pk, status=NoticeDelivery.Status.SENDING,
+                                                 claim_token=delivery.claim_token).update(
+                    status=NoticeDelivery.Status.PENDING, updated=timezone.now()):
+                continue  # finished or taken over meanwhile
+            notice = delivery.notice
+            store.log(notice.superevent, f"Notice {notice.identity}: claim {delivery.claim_token} on "
+                      f"{delivery.destination}/{delivery.format} released (its worker process has ended); "
+                      f"it will be sent with the same identity", tags=[NOTICE_TAG])
+        released += 1
+    return released
 
 
 def resume_deliveries():

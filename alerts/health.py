@@ -107,6 +107,62 @@ def check_queue():
     return Result("queue", OK, detail)
 
 
+def oldest_waiting_task(broker):
+    """When the oldest task still waiting in ``broker``'s queue was queued
+    (django-q2 stamps ``started`` at enqueue), or None if none waits."""
+    from django_q.brokers.redis_broker import Redis
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    if isinstance(broker, Redis):
+        package = broker.connection.lindex(broker.list_key, 0)  # the list's head is popped first
+        return SignedPackage.loads(package)["started"] if package else None
+    row = OrmQ.objects.filter(key=broker.list_key, lock__lte=timezone.now()).order_by("id").first()
+    return row.task["started"] if row else None
+
+
+def check_queue_age():
+    from django_q.brokers import get_broker
+
+    limits = thresholds()
+    try:
+        queued = [when for name in queues() if (when := oldest_waiting_task(get_broker(name))) is not None]
+    except Exception as error:
+        return Result("queue age", UNKNOWN, f"cannot measure ({type(error).__name__})")
+    if not queued:
+        return Result("queue age", OK, "no task waiting")
+    age = max((timezone.now() - min(queued)).total_seconds(), 0.0)
+    detail = f"oldest waiting task queued {age:.0f} s ago"
+    if age >= limits["QUEUE_AGE_CRITICAL_S"]:
+        return Result("queue age", CRITICAL, detail)
+    if age >= limits["QUEUE_AGE_WARNING_S"]:
+        return Result("queue age", WARNING, detail)
+    return Result("queue age", OK, detail)
+
+
+def check_mdc():
+    """The canary, as gwcelery's: where a mock (MDC) stream keeps uploading
+    events, a recent MDC superevent must have had its Preliminary notice, or
+    something along the chain is broken even if every process is up."""
+    from alerts.models import Category, Notice, Superevent
+
+    limits = thresholds()
+    warning_s, critical_s = limits["MDC_WARNING_S"], limits["MDC_CRITICAL_S"]
+    if not warning_s and not critical_s:
+        return Result("mdc canary", OK, "skipped: no mock stream configured (HEALTH_MDC_WARNING_S)")
+    latest = Superevent.objects.filter(
+        category=Category.MDC, notices__alert_type=Notice.AlertType.PRELIMINARY).order_by("-created").first()
+    if latest is None:
+        return Result("mdc canary", CRITICAL, "no MDC superevent with a Preliminary notice yet")
+    age = max((timezone.now() - latest.created).total_seconds(), 0.0)
+    detail = f"last MDC superevent with a Preliminary: {latest.superevent_id}, {age:.0f} s ago"
+    if critical_s and age > critical_s:
+        return Result("mdc canary", CRITICAL, detail + f" (more than {critical_s:g} s)")
+    if warning_s and age > warning_s:
+        return Result("mdc canary", WARNING, detail + f" (more than {warning_s:g} s)")
+    return Result("mdc canary", OK, detail)
+
+
 def check_timer():
     from alerts.models import DelayedTask
 
@@ -164,6 +220,10 @@ def check_disk():
     return Result("disk", max(s for s, _ in results), ", ".join(d for _, d in results))
 
 
+KAFKA_TIMEOUT_S = 5
+KAFKA_PRODUCER_ONLY = ("enable.idempotence", "acks", "linger.ms", "message.timeout.ms")
+
+
 def check_kafka():
     destinations = [d for d in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", []) if d.get("transport") == "kafka"]
     if not destinations:
@@ -171,15 +231,21 @@ def check_kafka():
     try:
         from confluent_kafka.admin import AdminClient
 
-        for destination in destinations:
-            AdminClient({"bootstrap.servers": destination["bootstrap_servers"]}).list_topics(timeout=5)
+        from alerts.transports import kafka_config
+
+        for destination in destinations:  # with the destination's own credentials and TLS
+            config = {name: value for name, value in kafka_config(destination).items()
+                      if name not in KAFKA_PRODUCER_ONLY}
+            AdminClient(config).list_topics(timeout=KAFKA_TIMEOUT_S)
     except Exception as error:
         return Result("kafka", CRITICAL, f"unreachable ({type(error).__name__})")
     return Result("kafka", OK, f"{len(destinations)} server set(s) reachable")
 
 
-CHECKS = [check_broker, check_workers, check_queue, check_timer, check_notices, check_last_event, check_disk,
-          check_kafka]
+CHECKS = [check_broker, check_workers, check_queue, check_queue_age, check_timer, check_notices, check_last_event,
+          check_mdc, check_disk, check_kafka]
+# What cannot be judged with the database down.
+NEEDS_DATABASE = (check_timer, check_notices, check_last_event, check_mdc)
 
 
 def run_checks():
@@ -187,7 +253,7 @@ def run_checks():
     database = check_database()
     results = [database]
     for check in CHECKS:
-        if database.state == CRITICAL and check in (check_timer, check_notices, check_last_event):
+        if database.state == CRITICAL and check in NEEDS_DATABASE:
             results.append(Result(check.__name__.removeprefix("check_").replace("_", " "), UNKNOWN,
                                   "database unavailable"))
             continue

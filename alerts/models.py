@@ -300,6 +300,10 @@ class NoticeDelivery(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     # Who holds the claim: "host:pid:random", one per deliver() run.
     claim_token = models.CharField(max_length=128, blank=True, default="")
+    # Taken before the first send (alerts.transports.send_mark, e.g. a Kafka
+    # topic's end offsets): a later attempt looks there for what an earlier
+    # one, cut off before it was recorded, may have sent.
+    send_mark = models.JSONField(null=True, blank=True)
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:

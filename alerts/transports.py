@@ -10,7 +10,13 @@ bytes. Sending the same identity and format again is harmless by design:
   bytes; a file already there with *different* bytes is refused loudly, since
   two different notices must never share an identity.
 - kafka: the message key is the identity and the headers carry identity,
-  format and serial, so consumers can drop a repeated message.
+  format and serial, so consumers can drop a repeated message. A resend
+  must not happen at all, though: before a first send, :func:`send_mark`
+  notes where the topic ends (its partitions' end offsets), and before any
+  later attempt :func:`already_sent` reads the topic from that mark to its
+  end for a message with this identity and format. A worker killed after
+  the broker took the message but before the database recorded it therefore
+  leaves no duplicate: the next attempt finds the message and sends nothing.
 
 :class:`TransportError` means "try again later" (broker unreachable, disk
 full); :class:`PermanentTransportError` means retrying cannot help
@@ -20,6 +26,7 @@ Used by :mod:`alerts.delivery`, which records every attempt.
 """
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -188,4 +195,97 @@ def send_kafka(destination, identity, format, payload, *, superevent_id, serial)
     return topic, message.partition(), message.offset()
 
 
+# Producer-only options, left out of the configuration of the consumers
+# that read the topic back.
+PRODUCER_OPTIONS = ("enable.idempotence", "acks", "linger.ms", "message.timeout.ms")
+_consumers = {}
+
+
+def _consumer(destination, cached=True):
+    """A consumer of the destination's broker that never joins a group or commits."""
+    from confluent_kafka import Consumer, KafkaException
+
+    config = {name: value for name, value in kafka_config(destination).items() if name not in PRODUCER_OPTIONS}
+    config.update({"group.id": f"{config['client.id']}-check", "enable.auto.commit": False,
+                   "enable.partition.eof": False})
+    key = (os.getpid(), tuple(sorted((name, str(value)) for name, value in config.items())))
+    try:
+        if not cached:
+            return Consumer(config)
+        if key not in _consumers:
+            _consumers[key] = Consumer(config)
+    except KafkaException as error:
+        raise PermanentTransportError(f"bad Kafka configuration: {error}") from error
+    return _consumers[key]
+
+
+def _kafka_timeout_s(destination):
+    return float(destination.get("timeout_s", DEFAULT_KAFKA_TIMEOUT_S))
+
+
+def _end_offsets(consumer, topic, timeout_s):
+    """{partition: end offset} of ``topic`` ({} if it does not exist yet)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return {}
+        return {partition: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)[1]
+                for partition in metadata.partitions}
+    except KafkaException as error:
+        raise TransportError(f"Kafka {topic}: cannot read the end offsets: {error}") from error
+
+
+def kafka_send_mark(destination, format):
+    topic = kafka_topic(destination, format)
+    return {"topic": topic, "ends": {str(partition): end for partition, end in
+                                     _end_offsets(_consumer(destination), topic, _kafka_timeout_s(destination)).items()}}
+
+
+def kafka_already_sent(destination, identity, format, mark):
+    """Whether a message with this identity and format is on the topic after ``mark``."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+
+    topic, timeout_s = mark["topic"], _kafka_timeout_s(destination)
+    consumer = _consumer(destination, cached=False)
+    try:
+        ends = _end_offsets(consumer, topic, timeout_s)
+        starts = {partition: mark["ends"].get(str(partition), OFFSET_BEGINNING) for partition in ends}
+        left = {partition for partition, end in ends.items() if end > max(starts[partition], 0)}
+        consumer.assign([TopicPartition(topic, partition, starts[partition]) for partition in left])
+        deadline = time.monotonic() + timeout_s
+        while left:
+            if time.monotonic() > deadline:
+                raise TransportError(f"Kafka {topic}: could not read back to the end in {timeout_s:g} s")
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None or message.partition() not in left:
+                continue
+            headers = dict(message.headers() or ())
+            if message.key() == identity.encode() and headers.get("format") == format.encode():
+                return True
+            if message.offset() + 1 >= ends[message.partition()]:
+                left.discard(message.partition())
+        return False
+    except KafkaException as error:
+        raise TransportError(f"Kafka {topic}: cannot read the topic back: {error}") from error
+    finally:
+        consumer.close()
+
+
+def send_mark(destination, format):
+    """Taken before a first send: what :func:`already_sent` needs to tell
+    whether that send got through (JSON), or None where resending is harmless."""
+    mark = SEND_MARKS.get(destination.get("transport"))
+    return mark(destination, format) if mark else None
+
+
+def already_sent(destination, identity, format, mark):
+    """Whether an earlier attempt, begun after ``mark``, got the payload there."""
+    check = ALREADY_SENT.get(destination.get("transport"))
+    return bool(mark is not None and check and check(destination, identity, format, mark))
+
+
 TRANSPORTS = {"outbox": send_outbox, "kafka": send_kafka}
+SEND_MARKS = {"kafka": kafka_send_mark}
+ALREADY_SENT = {"kafka": kafka_already_sent}

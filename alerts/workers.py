@@ -165,35 +165,66 @@ def run_timer(poll_s=None, stop_after_s=None):
 
 
 # --- Work in flight --------------------------------------------------------------
-# django-q2's Redis broker forgets a task once a worker has taken it, and its
-# ORM broker hands it out again only ``retry`` seconds later: a task cut off
-# by a stop would be lost or late. Each worker therefore records the task it
-# runs (a RunningTask row) and deletes the record when
-# the task ends, well or badly; qcluster queues what is left at its next start.
+# django-q2's Redis broker forgets a task once the cluster has taken it, and
+# its ORM broker hands it out again only ``retry`` seconds later: a task cut
+# off by a stop would be lost or late. So every task the cluster holds has a
+# RunningTask row, deleted when the task ends, well or badly; qcluster queues
+# what is left at its next start. With Redis the row is written when the
+# cluster's pusher takes the task off the broker (``RecordingRedis``), so
+# tasks taken ahead of a free worker (up to django-q2's ``queue_limit``) are
+# not lost to a forced stop either; otherwise when a worker starts it.
 _in_flight = {}  # in one worker process: django-q2 task id -> RunningTask pk
+RUNNING_TASK_KEY = "running_task"  # where the task dict carries its RunningTask pk
 
 
-def task_path(func):
-    return func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+def _recordable_args(task):
+    """The task's arguments as JSON, or None if it cannot be recorded (the
+    orchestrator's tasks take JSON-able positional arguments only)."""
+    if task.get("kwargs"):
+        return None
+    try:
+        return json.loads(json.dumps(list(task.get("args") or ())))
+    except (TypeError, ValueError):
+        return None
+
+
+def _record(task, func=None):
+    """A RunningTask row for ``task``; its pk, or None if it could not be written."""
+    from alerts.models import RunningTask
+
+    args = _recordable_args(task)
+    if args is None:
+        return None
+    try:
+        return RunningTask.objects.create(func=task_path(task.get("func", func)), args=args,
+                                          started=timezone.now()).pk
+    except Exception:  # never keep the task from running
+        logger.exception("could not record task %s as taken", task.get("name"))
+        close_old_connections()
+        return None
+
+
+def record_received(package):
+    """Record a signed django-q2 package the cluster took off the broker;
+    returns the package to run, carrying its RunningTask pk."""
+    from django_q.signing import BadSignature, SignedPackage
+
+    try:
+        task = SignedPackage.loads(package)
+    except (TypeError, BadSignature):
+        return package  # django-q2 reports it
+    pk = _record(task)
+    if pk is None:
+        return package  # the worker records it when it starts
+    task[RUNNING_TASK_KEY] = pk
+    return SignedPackage.dumps(task)
 
 
 def record_task_start(sender, func, task, **kwargs):
     """django-q2 ``pre_execute`` receiver (in the worker)."""
-    from alerts.models import RunningTask
-
-    if task.get("kwargs"):
-        return  # the orchestrator's tasks take positional arguments only
-    try:
-        args = json.loads(json.dumps(list(task.get("args") or ())))
-    except (TypeError, ValueError):
-        return
-    try:
-        row = RunningTask.objects.create(func=task_path(task.get("func", func)), args=args, started=timezone.now())
-    except Exception:  # never keep the task from running
-        logger.exception("could not record task %s as running", task.get("name"))
-        close_old_connections()
-        return
-    _in_flight[task.get("id")] = row.pk
+    pk = task.get(RUNNING_TASK_KEY) or _record(task, func)
+    if pk is not None:
+        _in_flight[task.get("id")] = pk
 
 
 def record_task_end(sender, func, task, **kwargs):

@@ -188,6 +188,7 @@ class Environment:
     cluster_name: str
     workers: int
     frame_glob: str = ""
+    extra: dict = dataclasses.field(default_factory=dict)  # more worker environment (other benchmarks)
 
 
 def _admin(sql):
@@ -221,6 +222,9 @@ def worker_env(env):
         "MEDIA_ROOT": str(env.media),
         "ORCHESTRATOR_OUTBOX_DIR": str(env.outbox),
         "ORCHESTRATOR_VAR_DIR": str(env.tmp / "var"),
+        # django-q2 signs tasks with it: the qcluster must have this process's
+        # key, which a development run would otherwise generate in its var dir.
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
         "ORCHESTRATOR_TASKS_INLINE": "0",
         "ORCHESTRATOR_PRELIMINARY_ALERTS": "1",
         "ORCHESTRATOR_TIMEOUT_S": "0",
@@ -232,6 +236,7 @@ def worker_env(env):
     })
     if env.redis_url:
         variables["REDIS_URL"] = env.redis_url
+    variables.update(env.extra)
     return variables
 
 

@@ -265,6 +265,9 @@ Q_CLUSTER = {
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+    # Records each task as the cluster takes it, so a forced stop loses none
+    # of those waiting for a free worker (alerts/brokers.py).
+    Q_CLUSTER["broker_class"] = "alerts.brokers.RecordingRedis"
 else:
     Q_CLUSTER["orm"] = "default"
     # How often the ORM broker looks for new tasks (seconds).
@@ -286,6 +289,16 @@ if SENTRY_DSN:
 HEALTH_CHECKS = {
     "QUEUE_WARNING": int(os.environ.get("HEALTH_QUEUE_WARNING", "50")),
     "QUEUE_CRITICAL": int(os.environ.get("HEALTH_QUEUE_CRITICAL", "500")),
+    # The oldest task waiting in django-q2's queues (seconds since queued).
+    "QUEUE_AGE_WARNING_S": env_float("HEALTH_QUEUE_AGE_WARNING_S", 60.0),
+    "QUEUE_AGE_CRITICAL_S": env_float("HEALTH_QUEUE_AGE_CRITICAL_S", 300.0),
+    # The MDC canary: where a mock stream uploads MDC events (an IGWN Alert
+    # mdc_superevent topic, a periodic `manage.py replay`), the last MDC
+    # superevent with a Preliminary notice must be younger than these
+    # (seconds; gwcelery's mock stream makes one an hour). 0: no mock stream,
+    # the check is skipped.
+    "MDC_WARNING_S": env_float("HEALTH_MDC_WARNING_S", 0.0),
+    "MDC_CRITICAL_S": env_float("HEALTH_MDC_CRITICAL_S", 0.0),
     # A delayed task not fired this long after it was due: the timer is not running.
     "TIMER_LATE_S": env_float("HEALTH_TIMER_LATE_S", 30.0),
     # A delivery still waiting this long after its notice was made.

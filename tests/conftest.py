@@ -44,15 +44,31 @@ def database_url_of_test_db():
     return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
 
 
+def empty_task_queues():
+    """Drop the tasks left on the broker's queues (main and slow). With Redis
+    they outlive the test database, and a task left by a cluster a test
+    stopped would act on the next test's rows of the same primary key."""
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+
+    from alerts.workers import slow_queue_name
+
+    for name in (Conf.PREFIX, slow_queue_name()):
+        get_broker(name).purge_queue()
+
+
 @pytest.fixture
 def worker_env(tmp_path):
-    """Environment for subprocesses that must share this test's database."""
+    """Environment for subprocesses that must share this test's database;
+    the task queues start and end empty."""
     env = dict(os.environ)
     env["DATABASE_URL"] = database_url_of_test_db()
     env["MEDIA_ROOT"] = str(tmp_path / "media")
     env["ORCHESTRATOR_TASKS_INLINE"] = "0"
     env["DJANGO_SETTINGS_MODULE"] = "orchestrator_site.settings"
-    return env
+    empty_task_queues()
+    yield env
+    empty_task_queues()
 
 
 @pytest.fixture(scope="session")

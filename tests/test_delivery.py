@@ -303,6 +303,7 @@ def test_local_only_delivery_leaves_networked_destinations_to_the_queued_task(se
     network = []
     monkeypatch.setitem(transports.TRANSPORTS, "kafka", lambda destination, identity, format, payload, **kwargs:
                         network.append((identity, format)))
+    monkeypatch.delitem(transports.SEND_MARKS, "kafka")  # no broker to read back either
     use_destinations(settings, settings.ORCHESTRATOR["NOTICE_DESTINATIONS"][0],
                      {"name": "kafka", "transport": "kafka", "formats": ["json"], "bootstrap_servers": "unused:9092"})
     notice = delivery.issue_notice(superevent, "preliminary-1", content())
@@ -403,6 +404,7 @@ def kafka():
                    "topic": f"igwn.gwalert.{uuid.uuid4().hex[:8]}", "timeout_s": 10.0}
     yield destination
     transports._producers.clear()
+    transports._consumers.clear()  # read-back consumers of this broker: it goes away
     del holder
 
 
@@ -513,8 +515,10 @@ def die_after_the_broker_accepts(notice_pk):
     os._exit(3)  # not reached
 
 
-def test_a_worker_killed_after_the_broker_accepted_resends_the_same_notice(settings, superevent, content, kafka,
-                                                                          held):
+def test_a_worker_killed_after_the_broker_accepted_sends_nothing_twice(settings, superevent, content, kafka, held):
+    """The window no database closes: the broker has the message, the row
+    still says 'sending'. The attempt that takes over reads the topic from the
+    mark the first one recorded, finds the message and sends no copy."""
     use_destinations(settings, kafka)
     notice = delivery.issue_notice(superevent, "preliminary-1", content())
     first_delivery = NoticeDelivery.objects.filter(notice=notice).order_by("pk").first()
@@ -545,21 +549,34 @@ def test_a_worker_killed_after_the_broker_accepted_resends_the_same_notice(setti
     first_delivery.refresh_from_db()
     assert (first_delivery.status, first_delivery.attempts) == ("sent", 2) and first_delivery.sent_at
     assert set(NoticeDelivery.objects.values_list("status", flat=True)) == {"sent"}
-    messages = consume(kafka, 4)
-    copies = [message for message in messages if headers_of(message)["format"] == first_delivery.format]
-    # Consumers see the same notice twice, never a new one: same key, same
-    # headers (identity, serial), byte-identical payload.
-    assert len(copies) == 2
-    assert copies[0].key() == copies[1].key() == notice.identity.encode()
-    assert headers_of(copies[0]) == headers_of(copies[1])
-    assert headers_of(copies[0])["serial"] == "1"
-    assert copies[0].value() == copies[1].value() == payload_of(notice, first_delivery.format)
-    others = [message for message in messages if message not in copies]
-    assert sorted(headers_of(message)["format"] for message in others) == sorted(
-        set(ALL_FORMATS) - {first_delivery.format})
+    messages = consume(kafka, 3)  # and no fourth: the taken-over format went out once
+    assert sorted(headers_of(message)["format"] for message in messages) == sorted(ALL_FORMATS)
+    [only] = [message for message in messages if headers_of(message)["format"] == first_delivery.format]
+    assert only.key() == notice.identity.encode() and headers_of(only)["serial"] == "1"
+    assert only.value() == payload_of(notice, first_delivery.format)
+    assert set(first_delivery.send_mark) == {"topic", "ends"}
     voevent = next(message for message in messages if headers_of(message)["format"] == "voevent")
     assert ivorn_of(voevent.value()) == f"ivo://gwnet/LVC#{notice.identity}"
-    assert any("expired" in line for line in superevent_logs(superevent))
+    logs = superevent_logs(superevent)
+    assert any("expired" in line for line in logs)
+    assert any(f"sent to kafka/{first_delivery.format} already" in line and "not sent again" in line for line in logs)
+
+
+def test_a_send_that_never_reached_the_broker_is_made_by_the_next_attempt(settings, superevent, content, kafka,
+                                                                          failing, held):
+    """The other side of check-before-send: an attempt that failed before the
+    broker had the message leaves nothing on the topic, so the retry sends it."""
+    use_destinations(settings, {**kafka, "formats": ["json"]})
+    failing[0] = 1
+    notice = delivery.issue_notice(superevent, "preliminary-1", content())
+    delivery.deliver(notice.pk)  # the task issue_notice queued: its send fails
+    [row] = NoticeDelivery.objects.filter(notice=notice)
+    assert (row.status, row.attempts) == ("pending", 1) and row.send_mark is not None
+    delivery.deliver(notice.pk)  # the retry
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("sent", 2)
+    [message] = consume(kafka, 1)
+    assert message.key() == notice.identity.encode()
 
 
 # --- retries -------------------------------------------------------------------------

@@ -7,7 +7,9 @@ from django.test import Client
 
 from alerts.models import Notice, Superevent
 from tests.factories import make_event
+from tests.annotated import annotated_event
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
+from tests.test_orchestrator import alerts_on, deferred, run_all  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,3 +49,18 @@ def test_counters_after_an_upload_and_latency_after_a_preliminary(superevent_man
     latency = scrape()
     assert sample(latency, "orchestrator_upload_to_notice_seconds_count", alert_type="PRELIMINARY") == 1
     assert 'orchestrator_request_seconds_count{endpoint="metrics",method="GET"}' in latency
+
+
+def test_a_real_preliminary_shows_in_the_latency_steps_and_notices(alerts_on, deferred):  # noqa: F811
+    """The whole path, as a worker runs it: the event's upload, the
+    orchestrator's Preliminary, its delivery to the outbox."""
+    annotated_event()
+    run_all(deferred)
+    text = scrape()
+    preliminaries = Notice.objects.filter(alert_type=Notice.AlertType.PRELIMINARY).count()
+    assert preliminaries >= 1
+    assert sample(text, "orchestrator_upload_to_notice_seconds_count", alert_type="PRELIMINARY") == preliminaries
+    assert sample(text, "orchestrator_notices_total", alert_type="PRELIMINARY", destination="outbox",
+                  status="sent") == 3 * preliminaries  # json, avro, voevent
+    for step in ("preliminary_alert", "deliver_notice"):
+        assert sample(text, "orchestrator_step_seconds_count", status="succeeded", step=step) >= 1, step

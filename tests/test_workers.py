@@ -5,11 +5,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -17,15 +12,13 @@ from django.utils import timezone
 
 from alerts import workers
 from alerts.models import DelayedTask, Event, StepRun, Superevent
+from tests.cluster import start_cluster, stop_cluster, wait_for
 from tests.factories import T0, make_event
 from tests.worker_probe import FIRED_LABEL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
-WAIT_LIMIT_S = 120
 DELAY_S = 2.0
-STOP_WAIT_S = 30
 # The issue's bound on how late a delayed step may start.
 MAX_LATENESS_S = 1.0
 # Delayed probes timed, their first delay and the spacing of their due times.
@@ -40,46 +33,12 @@ def queued(settings):
     settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "TASKS_INLINE": False}
 
 
-class Output:
-    """The cluster's output, read by a thread so that a full pipe never blocks it."""
-
-    def __init__(self, stream):
-        self.lines = []
-        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _read(self, stream):
-        for line in iter(stream.readline, b""):
-            self.lines.append(line.decode(errors="replace"))
-
-    def text(self):
-        return "".join(self.lines)
-
-
 @pytest.fixture
 def qcluster(worker_env, queued):
     worker_env["Q_WORKERS"] = "2"
-    process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=worker_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    process.output = Output(process.stdout)
+    process = start_cluster(worker_env)
     yield process
-    process.send_signal(signal.SIGTERM)  # the cluster stops its own processes
-    try:
-        process.wait(STOP_WAIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def wait_for(condition, what, process):
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"qcluster exited early:\n{process.output.text()[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    stop_cluster(process)
 
 
 def test_broker_is_the_configured_one():

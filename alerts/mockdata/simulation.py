@@ -41,7 +41,7 @@ import math
 import os
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lal
 import lal.series
@@ -62,6 +62,7 @@ __all__ = (
     "PIPELINES",
     "SimulatedSource",
     "TEMPLATE_WAVEFORM",
+    "late_significant_scenario",
     "make_mock_events",
     "model_psd_xml_gz",
     "psd_xml_gz_for",
@@ -882,6 +883,36 @@ def make_mock_events(
                 )
             )
     return events
+
+
+#: The late-event scenario: every detection of a source but the last is less
+#: significant (below 2/day, above the public threshold once the trials
+#: factor applies); the last, uploaded late, is significant.
+LATE_SCENARIO_EARLY_FAR_HZ = 3e-6
+LATE_SCENARIO_LATE_FAR_HZ = 1e-12
+
+
+def with_far(mock: MockEvent, far: float) -> MockEvent:
+    """``mock`` with its coinc's ``combined_far`` (and ``far``) set to ``far`` Hz."""
+    xmldoc = ligolw_utils.load_fileobj(io.BytesIO(mock.coinc_xml), contenthandler=SkymapContentHandler)
+    for row in lsctables.CoincInspiralTable.get_table(xmldoc):
+        row.combined_far = far
+    return replace(mock, coinc_xml=_xml_bytes(xmldoc), far=far)
+
+
+def late_significant_scenario(events: list[MockEvent]) -> tuple[list[MockEvent], list[MockEvent]]:
+    """Split ``events`` (``make_mock_events`` with two or more pipelines per
+    source) into (first, late): each source's last detection, made
+    significant, is the late one, for upload after the first ones' clean-up
+    pass; the others are made less significant. So the superevent's first
+    alert is a less-significant one and its significant alert can only come
+    from the event that arrives after the clean-up (the issue's lost alert)."""
+    last = {mock.source_index: mock for mock in events}
+    if len({mock.source_index for mock in events}) == len(events):
+        raise ValueError("the late-event scenario needs two or more detections per source")
+    first = [with_far(mock, LATE_SCENARIO_EARLY_FAR_HZ) for mock in events if last[mock.source_index] is not mock]
+    late = [with_far(mock, LATE_SCENARIO_LATE_FAR_HZ) for mock in last.values()]
+    return first, late
 
 
 def mock_ranking_data_xml_gz(pipeline: str = "gstlal") -> bytes:

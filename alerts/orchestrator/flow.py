@@ -107,19 +107,131 @@ def wait_for_annotations(superevent, event, polls, missing):
     return False
 
 
+# Superevent labels whose arrival or removal can change the decision.
+DECISION_LABELS = frozenset({v.DQV, v.INJ, *v.VERDICT_LABELS})
+# A change seen while a pass runs is looked at again this much later, at most
+# RELOOKS times (the pass read the state before the change).
+RELOOK_S = 1.0
+RELOOKS = 30
+
+
 @handles(handlers.EVENT_LABEL_ADDED)
 def annotations_arrived(event_pk, label_name):
-    """Go on at once when the preferred event the vetting waits for becomes
-    complete, rather than at the next look (which remains the fallback)."""
-    if not policy()["PRELIMINARY_ALERTS"] or label_name not in gates.annotation_labels(policy()):
+    """A READY label (or DQV, INJ) on a preferred event: take the decision
+    again at once, rather than at the next look (which remains the fallback)."""
+    if label_name in gates.annotation_labels(policy()) or label_name in DECISION_LABELS:
+        _reconsider_for_event(event_pk, f"{label_name} on")
+
+
+@handles(handlers.EVENT_FILE_ADDED)
+def event_file_added(event_pk, file_pk):
+    """A new file (version) of a preferred event: it may announce or
+    complete what the decision waits for."""
+    _reconsider_for_event(event_pk, "a new file of")
+
+
+def _reconsider_for_event(event_pk, what):
+    superevent_pk = Superevent.objects.filter(preferred_event_id=event_pk).values_list("pk", flat=True).first()
+    if superevent_pk is not None and policy()["PRELIMINARY_ALERTS"]:
+        graceid = Event.objects.filter(pk=event_pk).values_list("graceid", flat=True).first()
+        reconsider_superevent(superevent_pk, f"{what} {graceid}", None)
+
+
+@handles(handlers.SUPEREVENT_PREFERRED_CHANGED)
+def preferred_event_changed(superevent_pk, event_pk):
+    """A new preferred event (a late, more significant one included)."""
+    if policy()["PRELIMINARY_ALERTS"]:
+        graceid = Event.objects.filter(pk=event_pk).values_list("graceid", flat=True).first()
+        reconsider_superevent(superevent_pk, f"preferred event {graceid}", 0)
+
+
+@handles(handlers.SUPEREVENT_LABEL_ADDED)
+def superevent_label_added(superevent_pk, label_name):
+    if label_name in DECISION_LABELS and policy()["PRELIMINARY_ALERTS"]:
+        reconsider_superevent(superevent_pk, f"label {label_name} added", 0)
+
+
+@handles(handlers.SUPEREVENT_LABEL_REMOVED)
+def superevent_label_removed(superevent_pk, label_name):
+    if label_name in DECISION_LABELS and policy()["PRELIMINARY_ALERTS"]:
+        reconsider_superevent(superevent_pk, f"label {label_name} removed", 0)
+
+
+def reconsider_superevent(superevent_pk, what, looks=0):
+    """Take the preliminary decision again because ``what`` changed.
+
+    Before the first pass: a waiting vetting goes on at once if nothing it
+    waits for is missing any more (or a label stops it); a settling one is
+    left to its timer. During a pass: looked at again ``RELOOK_S`` later.
+    After it (and after the clean-up pass too): the first alert of a kind
+    above what was sent goes out (``gates.promotion``), once the preferred
+    event's annotations are in, waited for by delayed looks when ``looks``
+    is a count (None: this trigger only looks once; the READY label, or the
+    chain of the trigger that started waiting, goes on).
+    """
+    superevent = Superevent.objects.select_related("preferred_event").get(pk=superevent_pk)
+    event = superevent.preferred_event
+    if event is None or not policy()["PRELIMINARY_ALERTS"]:
         return
-    event = Event.objects.select_related("superevent").get(pk=event_pk)
-    superevent = event.superevent
-    if superevent is None or superevent.preferred_event_id != event.pk \
-            or gates.missing_annotations(candidate_of(event), policy(), annotations.expected_annotations(event)):
+    state = vetting.vetting_state(superevent)
+    if not state.attempt:
+        if vetting.is_waiting(superevent) and not awaited_annotations(superevent, event):
+            vet_superevent(superevent_pk, 0)
         return
-    if vetting.is_waiting(superevent):
-        vet_superevent(superevent.pk, 0)
+    if state.failed:
+        return  # its retry is queued and reads the new state
+    if not state.done:
+        relooks = looks or 0
+        if relooks < RELOOKS:
+            workers.enqueue(reconsider_superevent, superevent_pk, what, relooks + 1, delay_s=RELOOK_S)
+        return
+    promote(superevent, event, what, looks)
+
+
+def awaited_annotations(superevent, event):
+    """The annotations of ``event`` worth waiting for: missing, announced,
+    and the gates known without them pass."""
+    missing = gates.missing_annotations(candidate_of(event), policy(), annotations.expected_annotations(event))
+    return missing if missing and gates.worth_waiting(vetting.gate_inputs(superevent, event), policy()) else []
+
+
+def promote(superevent, event, what, looks):
+    """After the first pass: send the first alert of a higher kind, or log
+    the human verdict that stops it."""
+    kind, why = gates.promotion(vetting.gate_inputs(superevent, event), policy(), alerts.issued_kind(superevent))
+    if why:
+        log(superevent, f"No preliminary alert after {what}: {why}", tags=LOG_TAGS)
+        return
+    if kind is None:
+        return
+    missing = awaited_annotations(superevent, event)
+    if missing:
+        max_wait, poll = policy()["ANNOTATION_MAX_WAIT_S"], policy()["ANNOTATION_POLL_S"]
+        max_looks = math.ceil(max_wait / poll) if poll > 0 else 0
+        if looks is None or (workers.run_inline() and max_looks):
+            return  # inline, the READY label that completes them takes the decision again
+        if looks < max_looks:
+            if looks == 0:
+                log(superevent, f"Orchestrator: {event.graceid} now qualifies for a {gates.KIND_TITLES[kind]} "
+                                f"alert ({what}); waiting up to {max_wait:g} s for its annotations (missing: "
+                                f"{', '.join(missing)})", tags=LOG_TAGS)
+            workers.enqueue(reconsider_superevent, superevent.pk, what, looks + 1, delay_s=poll)
+            return
+    with record_step("preliminary_reconsidered", superevent=superevent):
+        detchar_task.check_superevent(superevent, event)
+        candidate = vetting.gate_inputs(superevent, event)
+        kind, why = gates.alert_kind(candidate, policy(), cleanup=True)
+        if kind is None:
+            stop(superevent, why, prefix=f"No preliminary alert after {what}")
+        if not gates.outranks(kind, alerts.issued_kind(superevent)):
+            raise StepSkipped(f"a {gates.KIND_TITLES[kind]} alert was sent meanwhile")
+        log(superevent, f"Orchestrator: decision taken again after {what}: {gates.KIND_TITLES[kind]} alert for "
+                        f"{event.graceid}" + (f" (annotations still missing: {', '.join(missing)})"
+                                              if missing else ""), tags=LOG_TAGS)
+        over = vetting.cleanup_over(superevent)
+        alerts.send_preliminary(superevent, event, kind, 1, lock=over)
+        if over and kind != gates.LESS_SIGNIFICANT:
+            add_label(superevent, v.DQR_REQUEST)
 
 
 def stop(superevent, why, prefix="No preliminary alert"):
@@ -135,7 +247,8 @@ def cleanup_superevent(superevent_pk, first_kind, first_event_pk):
         return
     # The first pass may have failed after issuing its notice: what was
     # issued counts, whatever the first pass could report.
-    first_kind = first_kind or alerts.issued_kind(superevent)
+    # An alert sent after a change (``promote``) counts too.
+    first_kind = alerts.issued_kind(superevent) or first_kind
     prefix = "No second preliminary alert"
     with record_step("preliminary_cleanup", superevent=superevent):
         # Freeze at once if an alert went out; otherwise only once one will.

@@ -6,7 +6,7 @@ The order is the seed's: a human verdict first (a human wins over the
 automation), then offline, FAR thresholds, state-vector veto (DQV) and
 hardware injection (INJ), which is never published.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alerts import superevent_rules as rules
 from alerts import vocabulary as v
@@ -90,6 +90,32 @@ def alert_kind(candidate, policy, cleanup=False):
     if v.INJ in candidate.superevent_labels:
         return None, INJECTION_REASON
     return kind, None
+
+
+def promotion(candidate, policy, issued):
+    """The decision taken again after a change, once the first pass is over.
+
+    ``issued`` is the highest kind already sent (or None). Returns (kind,
+    None) when the gates pass for a kind ranked above it (the first alert of
+    that kind goes out); (None, why) when only a human verdict keeps one
+    from going out (the stop is logged); (None, None) when the change alters
+    nothing worth a line in the log (below the threshold, or sent already).
+    """
+    kind, _ = alert_kind(candidate, policy, cleanup=True)
+    if kind is not None:
+        return (kind, None) if outranks(kind, issued) else (None, None)
+    why = verdict_stop(candidate, cleanup=True)
+    if why:
+        unstopped = replace(candidate, superevent_labels=candidate.superevent_labels - set(v.VERDICT_LABELS),
+                            retracted=False)
+        if outranks(alert_kind(unstopped, policy)[0], issued):
+            return None, why
+    return None, None
+
+
+def outranks(kind, issued):
+    """Whether an alert of ``kind`` would be news after ``issued`` (None: nothing sent)."""
+    return kind is not None and (issued is None or KIND_RANK[kind] > KIND_RANK[issued])
 
 
 def worth_waiting(candidate, policy):

@@ -175,7 +175,41 @@ def resume_vetting(now=None):
         when = f" in {delay_s:.0f} s, when the claim of attempt {state.attempt} expires" if delay_s else ""
         log(superevent, f"Orchestrator: resuming the unfinished vetting{when}", tags=LOG_TAGS)
         workers.enqueue(_flow().vet_superevent, superevent.pk, 0, delay_s=delay_s)
-    return len(unfinished)
+    return len(unfinished) + resume_lost_stages(since)
+
+
+def resume_lost_stages(since):
+    """Queue again the stages whose task a killed worker may have taken with
+    it (a broker hands a task out once; one popped and not yet started is
+    gone): a superevent never vetted, a vetting settling or waiting with no
+    look pending, a clean-up scheduled, never run and not pending. Every
+    stage is claimed, so a task that was not lost after all runs once.
+    Returns how many were queued."""
+    from alerts.models import DelayedTask, Superevent
+
+    flow = _flow()
+    pending = {(row.func, row.args[0]) for row in DelayedTask.objects.filter(fired__isnull=True, created__gte=since)
+               if row.args}
+    queued = 0
+    never = Q(vetting__isnull=True) | Q(vetting__scheduled=False)
+    for superevent in Superevent.objects.filter(never, created__gte=since).order_by("pk"):
+        workers.enqueue(flow.handle_superevent, superevent.pk)
+        queued += 1
+    vet, cleanup = workers.task_path(flow.vet_superevent), workers.task_path(flow.cleanup_superevent)
+    for vetting in Vetting.objects.filter(superevent__created__gte=since).filter(
+            Q(state__in=[State.SCHEDULED, State.WAITING], scheduled=True)
+            | Q(cleanup_scheduled=True, cleanup_done=False)).select_related("superevent").order_by("superevent_id"):
+        superevent = vetting.superevent
+        if vetting.state in (State.SCHEDULED, State.WAITING) and (vet, superevent.pk) not in pending:
+            workers.enqueue(flow.vet_superevent, superevent.pk, 0)
+            queued += 1
+        elif vetting.cleanup_scheduled and not vetting.cleanup_done and (cleanup, superevent.pk) not in pending:
+            from alerts.orchestrator.alerts import issued_kind
+
+            workers.enqueue(flow.cleanup_superevent, superevent.pk, issued_kind(superevent) or "",
+                            superevent.preferred_event_id)
+            queued += 1
+    return queued
 
 
 def schedule_cleanup(superevent, first_kind, event):
@@ -194,3 +228,10 @@ def schedule_cleanup(superevent, first_kind, event):
 def cleanup_follows():
     """Whether a clean-up pass will follow the first one."""
     return policy()["SECOND_PRELIMINARY"] and not workers.run_inline()
+
+
+def cleanup_over(superevent):
+    """Whether no clean-up pass is still to come for the superevent (it
+    claimed its run, or none follows): an alert sent now freezes the
+    preferred event itself."""
+    return not cleanup_follows() or Vetting.objects.filter(superevent_id=superevent.pk, cleanup_done=True).exists()

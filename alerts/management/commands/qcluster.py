@@ -12,7 +12,9 @@ SIGTERM or SIGINT stops everything within ``Q_STOP_GRACE_S`` plus a few
 seconds: django-q2 alone waits for every worker to finish its task (BAYESTAR
 can take minutes), so after the grace the workers still busy are killed.
 Their tasks are not lost: each worker records the task it runs, and the next
-start queues those again (``alerts.workers.resume_interrupted``).
+start queues those again (``alerts.workers.resume_interrupted``). The
+deliveries they had claimed are released once they have ended, so the next
+start sends them at once (``alerts.delivery.release_dead_claims``).
 """
 import multiprocessing
 import os
@@ -27,7 +29,7 @@ from django.utils import timezone
 from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
-from alerts.delivery import resume_deliveries
+from alerts.delivery import release_dead_claims, resume_deliveries
 from alerts.orchestrator import resume_vetting
 from alerts.workers import resume_interrupted, run_timer, slow_queue_name
 
@@ -62,6 +64,9 @@ class Command(DjangoQCommand):
             slow = start_slow_cluster()
         if is_main:
             try:
+                released = release_dead_claims()  # e.g. the last stop's workers were killed
+                if released:
+                    self.stdout.write(f"released {released} delivery claim(s) of ended workers")
                 resumed = resume_deliveries()
                 if resumed:
                     self.stdout.write(f"resuming delivery of {resumed} notice(s) left unsent")
@@ -75,6 +80,7 @@ class Command(DjangoQCommand):
                 if timer is not None:
                     timer.kill()
                 raise
+        connections.close_all()  # the cluster's processes fork from here: share no connection
         cluster = Cluster()
         # Replace django-q2's handlers, which wait for every running task.
         # A plain flag: a signal handler must take no lock.
@@ -104,6 +110,7 @@ class Command(DjangoQCommand):
             if timer is not None and timer.is_alive():
                 timer.terminate()
             stop_cluster(cluster, settings.Q_STOP_GRACE_S)
+            release_claims_of_ended_workers(self.stderr)
             if timer is not None:
                 timer.join(CHILD_STOP_WAIT_S)
                 if timer.is_alive():
@@ -132,6 +139,18 @@ def stop_cluster(cluster, grace_s):
     if sentinel.is_alive():
         kill_tree(sentinel.pid, include_root=True)
         sentinel.join(1)
+
+
+def release_claims_of_ended_workers(stderr):
+    """After a stop: deliveries that the killed workers had claimed go back
+    to 'pending', so the next start sends them at once (alerts.delivery)."""
+    connections.close_all()  # a fresh connection: the forked cluster may have shared the old one
+    try:
+        release_dead_claims()
+    except Exception as error:  # e.g. the database is down: the next start tries again
+        stderr.write(f"could not release the delivery claims of stopped workers: {error}")
+    finally:
+        connections.close_all()
 
 
 def descendants(pid):
