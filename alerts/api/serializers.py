@@ -123,34 +123,44 @@ class LabelSerializer(serializers.Serializer):
     name = serializers.RegexField(r"^[A-Za-z0-9_]{1,32}\Z")
 
 
+class ErrorSerializer(serializers.Serializer):
+    """Every refused or bad request answers this."""
+
+    error = serializers.CharField(help_text="what is wrong, in one line")
+
+
+EVENT_BRIEF_FIELDS = ("graceid", "group", "pipeline", "search", "gpstime", "far", "snr", "instruments")
+
+
 def _event_brief(event):
     if event is None:
         return None
-    return {"graceid": event.graceid, "group": event.group, "pipeline": event.pipeline, "search": event.search,
-            "gpstime": event.gpstime, "far": event.far, "snr": event.snr, "instruments": event.instruments}
+    return {name: getattr(event, name) for name in EVENT_BRIEF_FIELDS}
 
 
 class SupereventRowSerializer(SupereventSerializer):
-    """A row of the superevent list: everything from prefetched rows (no
-    query per row); the sky map without its summary."""
+    """A row of the superevent list, from the values the list view attached
+    to its page (alerts.api.views.decorate_rows; no query per row); the sky
+    map without its summary."""
 
     preferred_event_data = serializers.SerializerMethodField()
-    alert_sent = serializers.SerializerMethodField()
+    alert_sent = serializers.BooleanField(read_only=True, help_text="a notice was issued")
 
     class Meta(SupereventSerializer.Meta):
         fields = SupereventSerializer.Meta.fields + ["preferred_event_data", "alert_sent"]
 
     def get_skymap(self, obj):
-        maps = [f for f in obj.files.all() if f.name.endswith(products.MULTIORDER_SUFFIX)
-                and products.SKY_LOC_TAG in f.tags]
-        newest = max(maps, key=lambda f: (f.created, f.pk), default=None)
+        newest = obj.skymap_file
         return {"filename": newest.filename, "url": file_url(newest)} if newest else None
+
+    def get_gw_events(self, obj):
+        return obj.member_graceids
+
+    def get_labels(self, obj):
+        return obj.label_names_sorted
 
     def get_preferred_event_data(self, obj):
         return _event_brief(obj.preferred_event)
-
-    def get_alert_sent(self, obj):
-        return bool(obj.notices.all())
 
 
 class SupereventDetailSerializer(SupereventSerializer):
