@@ -6,17 +6,19 @@ from django.conf import settings
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from alerts import decisions, listing, roles, store
-from alerts.api.serializers import (EVENT_BRIEF_FIELDS, ErrorSerializer as ERROR, EventSerializer, EventUploadSerializer, FileSerializer,
-                                    FileUploadSerializer, LabelSerializer, LogSerializer,
-                                    SupereventDetailSerializer, SupereventRowSerializer,
-                                    SupereventSerializer)
+from alerts.api.errors import flatten, invalid
+from alerts.api.serializers import (EVENT_BRIEF_FIELDS, CommentRequestSerializer, EventSerializer,
+                                    EventUploadSerializer, FileSerializer, FileUploadSerializer,
+                                    LabelAddedSerializer, LabelSerializer, LogSerializer,
+                                    SupereventDetailSerializer, SupereventRowSerializer)
 from alerts.events import (PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, add_event_file,
                            create_event, reject, validate_file, validate_file_name, validate_tags,
                            validate_text)
@@ -39,6 +41,8 @@ def superevent_or_404(superevent_id):
     return get_object_or_404(Superevent, superevent_id=superevent_id)
 
 
+@extend_schema_view(post=extend_schema(request={"multipart/form-data": EventUploadSerializer},
+                                       responses={201: EventSerializer}))
 class EventList(generics.ListAPIView):
     serializer_class = EventSerializer
     write_role = roles.PIPELINE
@@ -53,7 +57,7 @@ class EventList(generics.ListAPIView):
     def post(self, request):
         form = EventUploadSerializer(data=request.data)
         if not form.is_valid():
-            return bad_request("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
+            return bad_request(flatten(form.errors))
         fields = form.validated_data
         coinc = fields["coinc"].read() if "coinc" in fields else None
         files = [(name, fields[key].read()) for key, name in (("psd", PSD_FILENAME),
@@ -102,13 +106,15 @@ LIST_FILTERS = [
 ]
 
 
-@extend_schema_view(get=extend_schema(parameters=LIST_FILTERS, responses={
-    200: SupereventRowSerializer(many=True), 400: ERROR, 401: ERROR, 404: ERROR}))
+@extend_schema_view(get=extend_schema(parameters=LIST_FILTERS))
 class SupereventList(generics.ListAPIView):
-    """Filters: category, label, t_0_min/t_0_max (GPS s), far_min/far_max (Hz),
-    alert_sent (true/false), waiting (ADVREQ without a verdict: true/false);
-    conditions in WHERE only, rows decorated per page in a fixed number of
-    queries (no join to the events before the page is cut)."""
+    """Superevents, newest first. Filters: category, label, t_0_min/t_0_max
+    (GPS s), far_min/far_max (Hz), alert_sent (true/false), waiting (ADVREQ
+    without a verdict: true/false). Pages: follow next/previous; limit rows
+    a page (default 100, at most 1000)."""
+
+    # The conditions are EXISTS in WHERE only and the rows are decorated per
+    # page (decorate_rows): no join to the events before the page is cut.
 
     serializer_class = SupereventRowSerializer
     pagination_class = SupereventPagination
@@ -205,15 +211,17 @@ class OwnerMixin:
 class FileList(OwnerMixin, APIView):
     write_role = roles.PIPELINE
 
+    @extend_schema(responses={200: FileSerializer(many=True)})
     def get(self, request, **kwargs):
         files = File.objects.filter(**store.owner_kwargs(self.owner()))
         return Response(FileSerializer(files, many=True).data)
 
+    @extend_schema(request={"multipart/form-data": FileUploadSerializer}, responses={201: FileSerializer})
     def post(self, request, **kwargs):
         owner = self.owner()
         form = FileUploadSerializer(data=request.data)
         if not form.is_valid():
-            return bad_request("; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items()))
+            return bad_request(flatten(form.errors))
         upload = form.validated_data["file"]
         name = form.validated_data.get("filename") or upload.name
         tags = [t.strip() for t in form.validated_data.get("tags", "").split(",") if t.strip()] or None
@@ -237,6 +245,8 @@ class FileList(OwnerMixin, APIView):
 class FileContent(OwnerMixin, APIView):
     """``<name>`` is the newest version; ``<name>,<version>`` a given one."""
 
+    @extend_schema(responses={
+        (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="the file's bytes")})
     def get(self, request, filename, **kwargs):
         name, _, version = filename.rpartition(",")
         files = File.objects.filter(**store.owner_kwargs(self.owner()))
@@ -254,9 +264,11 @@ class FileContent(OwnerMixin, APIView):
 class LabelList(OwnerMixin, APIView):
     write_role = roles.ADVOCATE
 
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "string"}}})
     def get(self, request, **kwargs):
         return Response(sorted(self.owner().label_names()))
 
+    @extend_schema(request=LabelSerializer, responses={200: LabelAddedSerializer, 201: LabelAddedSerializer})
     def post(self, request, **kwargs):
         owner = self.owner()
         form = LabelSerializer(data=request.data)
@@ -276,8 +288,12 @@ class LogList(OwnerMixin, generics.ListAPIView):
     pagination_class = None
     write_role = roles.ADVOCATE
 
+    @extend_schema(request=CommentRequestSerializer, responses={201: LogSerializer})
     def post(self, request, **kwargs):
-        text = request.data.get("comment", request.data.get("message")) if hasattr(request.data, "get") else None
+        form = CommentRequestSerializer(data=request.data)
+        if not form.is_valid():
+            return invalid(form)
+        text = form.validated_data.get("comment", form.validated_data.get("message"))
         try:
             entry = decisions.add_comment(self.owner(), text, user=request.user)
         except decisions.Refused as error:
