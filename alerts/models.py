@@ -91,6 +91,8 @@ class Superevent(models.Model):
         indexes = [
             models.Index(fields=["category", "t_start"]),
             models.Index(fields=["category", "t_end"]),
+            # The lists' newest-first order (alerts.listing.NEWEST_FIRST), walked backwards.
+            models.Index(fields=["t_0", "id"], name="superevent_t0_id"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["category", "date", "day_index"], name="one_index_per_day"),

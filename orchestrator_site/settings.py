@@ -227,6 +227,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The GraceDB-compatible surface follows GraceDB's own API documentation.
     "PREPROCESSING_HOOKS": ["alerts.api.schema.native_api_only"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "alerts.api.schema.error_responses"],
     # Schema type hints are not deployment checks: keep `check --deploy` about safety.
     "ENABLE_DJANGO_DEPLOY_CHECK": False,
 }

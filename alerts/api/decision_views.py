@@ -6,11 +6,17 @@ import json
 
 from django.core.cache import cache
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from alerts import decisions, roles
+from alerts.api.errors import invalid
+from alerts.api.serializers import (AlertRequestSerializer, LocalizeRequestSerializer, LocalizeSerializer,
+                                    NoticeStateSerializer, PreferredEventRequestSerializer,
+                                    PreferredEventSerializer, PreviewSerializer)
 from alerts.models import Event, Notice, Superevent
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -39,10 +45,9 @@ def owner_of(kwargs):
     return get_object_or_404(Superevent, superevent_id=kwargs["superevent_id"])
 
 
-def as_bool(value):
-    if isinstance(value, bool):
-        return value
-    return str(value).lower() in ("1", "true", "yes", "on")
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER,
+    description="a retried request with the same key answers the first answer again")
 
 
 class SupereventAlerts(APIView):
@@ -50,13 +55,15 @@ class SupereventAlerts(APIView):
 
     write_role = roles.ADVOCATE
 
+    @extend_schema(request=AlertRequestSerializer, parameters=[IDEMPOTENCY_KEY],
+                   responses={200: PreviewSerializer, 201: NoticeStateSerializer})
     def post(self, request, superevent_id):
         superevent = get_object_or_404(Superevent, superevent_id=superevent_id)
-        if not isinstance(request.data, dict):
-            return bad("the body must be a JSON object")
-        alert_type, files = request.data.get("alert_type"), request.data.get("files") or None
-        if hasattr(request.data, "getlist") and request.data.getlist("files"):
-            files = request.data.getlist("files")
+        form = AlertRequestSerializer(data=request.data)
+        if not form.is_valid():
+            return invalid(form)
+        body = form.validated_data
+        alert_type, files = body["alert_type"], body.get("files") or None
         key = request.headers.get("Idempotency-Key") or None
         cache_key = None
         if key:
@@ -65,14 +72,14 @@ class SupereventAlerts(APIView):
             if first is not None:
                 return Response(json.loads(first[1]), status=first[0])
         try:
-            if as_bool(request.data.get("dry_run", False)):
+            if body["dry_run"]:
                 if not roles.is_advocate(request.user):
                     raise decisions.NotAllowed("only advocates may preview alerts")
                 answer = decisions.preview(superevent, alert_type, files).as_json()
                 code = status.HTTP_200_OK
             else:
                 notice = decisions.send(superevent, alert_type, files, user=request.user,
-                                        reason=str(request.data.get("reason", "")), idempotency_key=key, via=VIA)
+                                        reason=body["reason"], idempotency_key=key, via=VIA)
                 answer, code = notice_state(notice), status.HTTP_201_CREATED
         except decisions.Refused as error:
             answer, code = {"error": str(error)}, error.status
@@ -84,17 +91,19 @@ class SupereventAlerts(APIView):
 class PreferredEvent(APIView):
     write_role = roles.ADVOCATE
 
+    @extend_schema(request=PreferredEventRequestSerializer, responses={200: PreferredEventSerializer})
     def put(self, request, superevent_id):
         superevent = get_object_or_404(Superevent, superevent_id=superevent_id)
-        graceid = request.data.get("event") if isinstance(request.data, dict) else None
-        if not isinstance(graceid, str) or not graceid:
-            return bad("event: give the graceid of the new preferred event")
+        form = PreferredEventRequestSerializer(data=request.data)
+        if not form.is_valid():
+            return invalid(form)
+        graceid = form.validated_data["event"]
         event = Event.objects.filter(graceid=graceid).first()
         if event is None:
             return bad(f"event: no event {graceid}")
         try:
             decisions.set_preferred_event(superevent, event, user=request.user,
-                                          reason=str(request.data.get("reason", "")), via=VIA)
+                                          reason=form.validated_data["reason"], via=VIA)
         except decisions.Refused as error:
             return refused(error)
         return Response({"superevent_id": superevent.superevent_id, "preferred_event": event.graceid})
@@ -105,6 +114,7 @@ class LabelDetail(APIView):
 
     write_role = roles.ADVOCATE
 
+    @extend_schema(request=None, responses={204: None})
     def delete(self, request, name, **kwargs):
         try:
             decisions.remove_label(owner_of(kwargs), name, user=request.user, via=VIA)
@@ -118,15 +128,15 @@ class Localize(APIView):
 
     write_role = roles.ADVOCATE
 
+    @extend_schema(request=LocalizeRequestSerializer, responses={202: LocalizeSerializer})
     def post(self, request, graceid):
         event = get_object_or_404(Event, graceid=graceid)
-        detectors = request.data.get("disabled_detectors") if isinstance(request.data, dict) else None
-        if hasattr(request.data, "getlist"):
-            detectors = request.data.getlist("disabled_detectors") or detectors
-        if not isinstance(detectors, list) or not all(isinstance(d, str) for d in detectors):
-            return bad("disabled_detectors: a list of detector names")
+        form = LocalizeRequestSerializer(data=request.data)
+        if not form.is_valid():
+            return invalid(form)
+        detectors = form.validated_data["disabled_detectors"]
         try:
-            decisions.relocalize(event, detectors, user=request.user, reason=str(request.data.get("reason", "")),
+            decisions.relocalize(event, detectors, user=request.user, reason=form.validated_data["reason"],
                                  via=VIA)
         except decisions.Refused as error:
             return refused(error)
@@ -137,6 +147,7 @@ class Localize(APIView):
 class NoticeRetry(APIView):
     write_role = roles.ADVOCATE
 
+    @extend_schema(request=None, responses={202: NoticeStateSerializer})
     def post(self, request, identity):
         notice = get_object_or_404(Notice, identity=identity)
         try:

@@ -1,5 +1,6 @@
 """Every API error is a JSON body with a one-line ``error`` message."""
 from django.db import DataError
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -16,8 +17,19 @@ def json_exception_handler(exc, context):
 
 
 def flatten(data):
+    """Serializer errors as one line: ``field: message; other: message``."""
     parts = []
     for key, value in data.items():
-        text = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if isinstance(value, dict):
+            text = flatten(value)
+        elif isinstance(value, list):
+            text = "; ".join(map(str, value))
+        else:
+            text = str(value)
         parts.append(f"{key}: {text}")
     return "; ".join(parts)
+
+
+def invalid(form):
+    """The 400 answer for a request body its serializer refused."""
+    return Response({"error": flatten(form.errors)}, status=status.HTTP_400_BAD_REQUEST)

@@ -4,9 +4,9 @@ preferred events, sky-map summaries and p_astro in bulk."""
 import json
 from collections import defaultdict
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 
-from alerts import models, vocabulary
+from alerts import listing, models, vocabulary
 from alerts.products import CLASSIFICATION_NAMES
 from alerts.vocabulary import (ADVNO, ADVOK, ADVREQ, DQ_LABELS, LOW_SIGNIF_LOCKED, MULTIORDER_SUFFIX,
                                P_ASTRO_SUFFIX, RETRACTION_ALERT, SIGNIF_LOCKED)
@@ -19,15 +19,6 @@ LABEL_NAMES = tuple(sorted({*vocabulary.VERDICT_LABELS, *vocabulary.DQ_LABELS, *
                             vocabulary.SIGNIF_LOCKED, vocabulary.LOW_SIGNIF_LOCKED, vocabulary.DQR_REQUEST}))
 
 
-def _has_label(name):
-    return Exists(models.Label.objects.filter(superevent=OuterRef("pk"), name=name))
-
-
-def waiting_q():
-    """ADVREQ without a verdict (ADVOK or ADVNO) yet."""
-    return _has_label(ADVREQ) & ~_has_label(ADVOK) & ~_has_label(ADVNO)
-
-
 # The significance filter: which lock label the superevent carries.
 SIGNIFICANCE_LABELS = {"significant": SIGNIF_LOCKED, "low": LOW_SIGNIF_LOCKED}
 
@@ -37,15 +28,15 @@ def superevent_list(category="", label="", significance="", waiting=False):
     in the SELECT list PostgreSQL would run them for every row before the
     top-N sort; the preferred events come per page in decorate_rows, as a
     join here would join every event before the sort)."""
-    queryset = models.Superevent.objects.order_by("-t_0", "-pk")
+    queryset = models.Superevent.objects.order_by(*listing.NEWEST_FIRST)
     if category:
         queryset = queryset.filter(category=category)
     if label:
-        queryset = queryset.filter(_has_label(label))
+        queryset = queryset.filter(listing.has_label(label))
     if significance in SIGNIFICANCE_LABELS:
-        queryset = queryset.filter(_has_label(SIGNIFICANCE_LABELS[significance]))
+        queryset = queryset.filter(listing.has_label(SIGNIFICANCE_LABELS[significance]))
     if waiting:
-        queryset = queryset.filter(waiting_q())
+        queryset = queryset.filter(listing.waiting())
     return queryset
 
 
