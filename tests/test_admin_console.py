@@ -339,3 +339,53 @@ def test_the_admins_alert_is_the_notice_the_api_sends_for_the_same_request(alert
     from_api = sent(superevent.notices.get(alert_type=alert_type.upper()))
     assert from_admin == from_api
     assert set(from_api["payloads"]) == {"json", "avro", "voevent"}
+
+
+def queries_of(client, url):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200, url
+    return len(queries)
+
+
+def test_admin_list_and_change_pages_cost_the_same_queries_whatever_their_rows(admin_client):
+    """The superevent list, a filtered event list and a superevent's page:
+    no query per row (per superevent, event, label, file or log)."""
+    from alerts.store import add_file, log
+    from tests.factories import T0
+
+    def grow(start, count):
+        for i in range(start, start + count):
+            event = make_event(gpstime=T0 + 1000 * i, far=1e-4, pipeline=("gstlal", "pycbc")[i % 2])
+            make_event(gpstime=T0 + 1000 * i + 0.1, far=2e-4, pipeline="mbta")
+            add_label(event, DQR_REQUEST)
+        superevent = Superevent.objects.order_by("id").first()
+        for i in range(count):
+            stored = add_file(superevent, f"notes-{start + i}.txt", b"x", tags=["em_follow"], announce=False)
+            log(superevent, f"note {start + i}", file=stored)
+            log(superevent.preferred_event, f"event note {start + i}")
+            add_label(superevent, (ADVOK, DQR_REQUEST, "DQOK", "EM_READY")[(start + i) % 4])
+        return superevent
+
+    superevent = grow(0, 2)
+    pages = [reverse("admin:alerts_superevent_changelist"),
+             reverse("admin:alerts_event_changelist") + "?pipeline=gstlal",
+             reverse("admin:alerts_superevent_change", args=[superevent.pk])]
+    for url in pages:  # warm caches filled once per process (content types)
+        queries_of(admin_client, url)
+    few = [queries_of(admin_client, url) for url in pages]
+    grow(2, 6)
+    assert Superevent.objects.count() == 8 and superevent.files.filter(name__startswith="notes-").count() == 8
+    many = [queries_of(admin_client, url) for url in pages]
+    assert many == few
+    assert max(many) <= 16, many
+
+
+def test_date_hierarchy_and_id_search_on_superevents_and_events():
+    for model in (Superevent, Event):
+        model_admin = admin.site._registry[model]
+        assert model_admin.date_hierarchy and model_admin.show_full_result_count is False
+    assert "superevent_id" in admin.site._registry[Superevent].search_fields
+    assert "graceid" in admin.site._registry[Event].search_fields
