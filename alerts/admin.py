@@ -22,6 +22,8 @@ from alerts.vocabulary import (ADVNO, ADVOK, INITIAL_ALERT, LABELS, RETRACTION_A
 LABEL_BADGES_CSS = "alerts/labels.css"
 VIA = "admin"
 DECISION_TEMPLATE = "admin/alerts/decision.html"
+# A change list whose date hierarchy spans first to last date (no scan of every row).
+SPANNED_CHANGE_LIST = "admin/alerts/spanned_change_list.html"
 
 
 class LabelBadgesMixin:
@@ -270,6 +272,7 @@ class EventAdmin(OwnsHistoryMixin, AuditedAdminMixin, LabelBadgesMixin, admin.Mo
     list_select_related = ["superevent"]
     show_full_result_count = False
     date_hierarchy = "created"
+    change_list_template = SPANNED_CHANGE_LIST
     readonly_fields = ["graceid", "category", "far", "superevent", "grouping_done", "event_actions", "audit_trail"]
     inlines = [LabelInline, FileInline, LogInline]
     actions = ["labels_action"]
@@ -316,7 +319,12 @@ class SupereventAdmin(OwnsHistoryMixin, AuditedAdminMixin, LabelBadgesMixin, adm
     search_fields = ["superevent_id", "preferred_event__graceid"]
     list_select_related = ["preferred_event"]
     show_full_result_count = False
-    date_hierarchy = "created"
+    # Newest first by creation (the primary key's index); by t_0, which has no
+    # index, the first page cost a sort of every superevent joined to its
+    # preferred event. Clicking the t_0 column still sorts by it.
+    ordering = ["-id"]
+    date_hierarchy = "date"  # the UTC day of t_0, the day in the superevent's ID
+    change_list_template = SPANNED_CHANGE_LIST
     readonly_fields = ["superevent_id", "category", "t_start", "t_0", "t_end", "preferred_event", "far", "date",
                        "day_index", "superevent_actions", "audit_trail"]
     inlines = [LabelInline, FileInline, LogInline]
