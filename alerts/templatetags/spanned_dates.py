@@ -20,9 +20,13 @@ class SpannedDates:
 
     def __init__(self, queryset):
         self.queryset = queryset
+        self._first_last = None  # the hierarchy's own MIN/MAX, asked once
 
     def aggregate(self, **aggregates):
-        return self.queryset.aggregate(**aggregates)
+        result = self.queryset.aggregate(**aggregates)
+        if set(result) == {"first", "last"}:
+            self._first_last = result
+        return result
 
     def dates(self, field, kind):
         return spanned(*self._bounds(field), kind)
@@ -30,7 +34,7 @@ class SpannedDates:
     datetimes = dates
 
     def _bounds(self, field):
-        bounds = self.queryset.aggregate(first=Min(field), last=Max(field))
+        bounds = self._first_last or self.queryset.aggregate(first=Min(field), last=Max(field))
         return [_as_date(value) for value in (bounds["first"], bounds["last"])]
 
 
