@@ -24,8 +24,8 @@ VIA = "admin"
 DECISION_TEMPLATE = "admin/alerts/decision.html"
 # A change list whose date hierarchy spans first to last date (no scan of every row).
 SPANNED_CHANGE_LIST = "admin/alerts/spanned_change_list.html"
-# Rows per page of the event and superevent lists (Django's 100 took twice
-# the rendering; README "Dashboard" has the figures).
+# Rows per page of the event and superevent lists: rendering the rows is most
+# of a list's time (README "Dashboard").
 LIST_PER_PAGE = 50
 
 
@@ -49,7 +49,7 @@ class LabelBadgesMixin:
 class KnownValuesFilter(admin.AllValuesFieldListFilter):
     """A filter whose choices are the values the policy or the vocabulary
     knows (``known``), not the database's distinct values: asking for those
-    reads every row (50 ms for two columns at 100,000 events)."""
+    reads every row of the table (README "Dashboard" has the figures)."""
 
     known = staticmethod(lambda: ())
 
