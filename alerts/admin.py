@@ -16,11 +16,17 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from alerts import decisions, models, roles
-from alerts.vocabulary import (ADVNO, ADVOK, INITIAL_ALERT, RETRACTION_ALERT, UPDATE_ALERT)
+from alerts.config import policy
+from alerts.vocabulary import (ADVNO, ADVOK, INITIAL_ALERT, LABELS, RETRACTION_ALERT, SEARCHES, UPDATE_ALERT)
 
 LABEL_BADGES_CSS = "alerts/labels.css"
 VIA = "admin"
 DECISION_TEMPLATE = "admin/alerts/decision.html"
+# A change list whose date hierarchy spans first to last date (no scan of every row).
+SPANNED_CHANGE_LIST = "admin/alerts/spanned_change_list.html"
+# Rows per page of the event and superevent lists: rendering the rows is most
+# of a list's time (README "Dashboard").
+LIST_PER_PAGE = 50
 
 
 class LabelBadgesMixin:
@@ -40,8 +46,53 @@ class LabelBadgesMixin:
 
 
 
-class AppendOnlyMixin:
-    """View only, for everyone: a POST to change or delete answers 403."""
+class KnownValuesFilter(admin.AllValuesFieldListFilter):
+    """A filter whose choices are the values the policy or the vocabulary
+    knows (``known``), not the database's distinct values: asking for those
+    reads every row of the table (README "Dashboard" has the figures)."""
+
+    known = staticmethod(lambda: ())
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lookup_choices = sorted(set(self.known()))  # the distinct-values query is never run
+
+
+def known_values(values):
+    """A KnownValuesFilter listing ``values()``."""
+    return type("KnownValues", (KnownValuesFilter,), {"known": staticmethod(values)})
+
+
+def known_pipelines():
+    return [name for names in policy()["PIPELINES"].values() for name in names]
+
+
+LABEL_FILTER = ("labels__name", known_values(lambda: LABELS))
+
+
+class StaffReadsMixin:
+    """Any active staff user reads every page (a reader's role); changing
+    still needs the model permission, acting needs an advocate."""
+
+    def has_module_permission(self, request):
+        return _staff_reader(request.user) or super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return _staff_reader(request.user) or super().has_view_permission(request, obj)
+
+
+def _staff_reader(user):
+    return roles.is_reader(user) and user.is_staff
+
+
+class AppendOnlyMixin(StaffReadsMixin):
+    """View only, for everyone: a POST to add, change or delete, or to the
+    list (a bulk action), answers 403."""
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "POST":
+            raise PermissionDenied("these records are append-only: nothing is changed or deleted here")
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -53,7 +104,16 @@ class AppendOnlyMixin:
         return False
 
 
-class AuditedAdminMixin:
+class OwnsHistoryMixin:
+    """Not deleted through the admin, by anyone: deleting an event, a
+    superevent or a file would take its logs, labels, notices or sky-map
+    summary with it (prune_history removes old records by the policy)."""
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AuditedAdminMixin(StaffReadsMixin):
     """Every admin form change becomes an AuditRecord (who, when, field: [from, to]),
     listed on the object's page in ``audit_trail``."""
 
@@ -74,9 +134,10 @@ class AuditedAdminMixin:
     def audit_trail(self, obj):
         rows = models.AuditRecord.objects.filter(target=str(obj)).order_by("-created", "-id")[:50]
         return format_html_join(
-            "", "<div>{} {} via {}: {} {} {}</div>",
+            "", "<div>{} {} via {}: {} {} {} {}</div>",
             ((r.created.strftime("%Y-%m-%d %H:%M:%S"), r.username or "?", r.via, r.action, r.outcome,
-              r.request.get("changes") or r.detail) for r in rows)) or "nothing yet"
+              r.request.get("changes") or r.detail,
+              f"(reason: {r.request['reason']})" if r.request.get("reason") else "") for r in rows)) or "nothing yet"
 
 
 def _plain(value):
@@ -88,7 +149,16 @@ def _record_admin(user, action, target, request):
                                       request=request, outcome=models.AuditRecord.Outcome.DONE, via=VIA)
 
 
-class LabelInline(admin.TabularInline):
+class OwnedInline(admin.TabularInline):
+    """Rows of an event or superevent, their owner (and file) fetched with
+    them: the row's text names its owner, one query per row otherwise."""
+    related = ["event", "superevent"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related(*self.related)
+
+
+class LabelInline(OwnedInline):
     """Labels shown, not edited: they change only through the label actions."""
     model = models.Label
     extra = 0
@@ -103,8 +173,9 @@ class LabelInline(admin.TabularInline):
         return False
 
 
-class LogInline(admin.TabularInline):
+class LogInline(OwnedInline):
     model = models.Log
+    related = ["event", "superevent", "file__event", "file__superevent"]
     extra = 0
     fields = ["created", "message", "file"]
     readonly_fields = ["created", "message", "file"]
@@ -114,7 +185,7 @@ class LogInline(admin.TabularInline):
         return False
 
 
-class FileInline(admin.TabularInline):
+class FileInline(OwnedInline):
     model = models.File
     extra = 0
     fields = ["name", "version", "tags", "size", "content", "created"]
@@ -145,28 +216,34 @@ class RelocalizeForm(ReasonForm):
     disabled = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="detectors to disable")
 
 
-class RetryForm(forms.Form):
+class RetryForm(ReasonForm):
     notice = forms.ChoiceField()
 
 
-class LabelForm(forms.Form):
-    name = forms.CharField(max_length=32)
+class LabelForm(ReasonForm):
+    name = forms.ChoiceField(choices=[(name, name) for name in LABELS])
     operation = forms.ChoiceField(choices=[("add", "add"), ("remove", "remove")])
 
 
-def _require_advocate_page(request, back):
-    """None when the user is an advocate; else a 403 for a POST, a message and
-    a redirect for a GET."""
+def _require_advocate_page(request, target, what, back):
+    """None when the user is an advocate. Else a GET gets a message and a
+    redirect, and a POST (a forged one: the page offers no form) a 403,
+    recorded as a refused act; nothing is called."""
     if roles.is_advocate(request.user):
         return None
     if request.method == "POST":
+        models.AuditRecord.objects.create(
+            user=request.user if request.user.is_authenticated else None, username=request.user.get_username(),
+            action=f"admin {what}", target=str(target), request={"reason": request.POST.get("reason", "")},
+            outcome=models.AuditRecord.Outcome.REFUSED, detail="only advocates may do this", via=VIA)
         raise PermissionDenied("only advocates may do this")
     messages.error(request, "Refused: only advocates may do this.")
     return redirect(back)
 
 
-def _run(request, act, back):
-    """Call the service; its result or refusal becomes the admin message."""
+def _run(model_admin, request, obj, what, reason, act, back):
+    """Call the service; its result or refusal becomes the admin message, and
+    a success an entry of the object's admin history (who, what, why)."""
     try:
         result = act()
     except decisions.Refused as refusal:
@@ -175,9 +252,11 @@ def _run(request, act, back):
             raise PermissionDenied(str(refusal))
         return redirect(back)
     if isinstance(result, models.Notice):
-        messages.success(request, f"Sent notice {result.identity}.")
+        done = f"Sent notice {result.identity}."
     else:
-        messages.success(request, f"Done{': ' + str(result) if result else '.'}")
+        done = f"Done{': ' + str(result) if result else '.'}"
+    messages.success(request, done)
+    model_admin.log_change(request, obj, f"{what} via the admin: {done} Reason: {reason}")
     return redirect(back)
 
 
@@ -186,15 +265,18 @@ VERDICT_ACTIONS = {"advok": ADVOK, "advno": ADVNO}
 
 
 @admin.register(models.Event)
-class EventAdmin(AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
+class EventAdmin(OwnsHistoryMixin, AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
     list_display = ["graceid", "group", "pipeline", "search", "gpstime", "far", "snr", "instruments",
                     "offline", "superevent", "label_list", "created"]
-    list_filter = ["category", "group", "pipeline", "search", "offline", "labels__name"]
+    list_filter = ["category", "group", ("pipeline", known_values(known_pipelines)),
+                   ("search", known_values(lambda: SEARCHES)), "offline", LABEL_FILTER]
     search_fields = ["graceid", "superevent__superevent_id"]
     raw_id_fields = ["superevent"]
     list_select_related = ["superevent"]
     show_full_result_count = False
     date_hierarchy = "created"
+    change_list_template = SPANNED_CHANGE_LIST
+    list_per_page = LIST_PER_PAGE
     readonly_fields = ["graceid", "category", "far", "superevent", "grouping_done", "event_actions", "audit_trail"]
     inlines = [LabelInline, FileInline, LogInline]
     actions = ["labels_action"]
@@ -219,27 +301,35 @@ class EventAdmin(AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
     def labels_view(self, request, pk):
         event = get_object_or_404(models.Event, pk=pk)
         back = reverse("admin:alerts_event_change", args=[pk])
-        refused = _require_advocate_page(request, back)
+        refused = _require_advocate_page(request, event, "labels", back)
         if refused:
             return refused
         form = LabelForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            call = decisions.add_label if form.cleaned_data["operation"] == "add" else decisions.remove_label
-            return _run(request, lambda: call(event, form.cleaned_data["name"], user=request.user, via=VIA), back)
+            operation, name, reason = (form.cleaned_data[key] for key in ("operation", "name", "reason"))
+            call = decisions.add_label if operation == "add" else decisions.remove_label
+            return _run(self, request, event, f"{operation} label {name}", reason,
+                        lambda: call(event, name, user=request.user, reason=reason, via=VIA), back)
         return TemplateResponse(request, DECISION_TEMPLATE, {
             **self.admin_site.each_context(request), "title": "Add or remove a label", "obj": event,
             "form": form, "submit_label": "Apply"})
 
 
 @admin.register(models.Superevent)
-class SupereventAdmin(AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
+class SupereventAdmin(OwnsHistoryMixin, AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
     list_display = ["superevent_id", "category", "t_0", "t_start", "t_end", "preferred_event", "far", "label_list",
                     "created"]
-    list_filter = ["category", "labels__name"]
+    list_filter = ["category", LABEL_FILTER]
     search_fields = ["superevent_id", "preferred_event__graceid"]
     list_select_related = ["preferred_event"]
     show_full_result_count = False
-    date_hierarchy = "created"
+    # Newest first by creation (the primary key's index); by t_0, which has no
+    # index, the first page cost a sort of every superevent joined to its
+    # preferred event. Clicking the t_0 column still sorts by it.
+    ordering = ["-id"]
+    date_hierarchy = "date"  # the UTC day of t_0, the day in the superevent's ID
+    change_list_template = SPANNED_CHANGE_LIST
+    list_per_page = LIST_PER_PAGE
     readonly_fields = ["superevent_id", "category", "t_start", "t_0", "t_end", "preferred_event", "far", "date",
                        "day_index", "superevent_actions", "audit_trail"]
     inlines = [LabelInline, FileInline, LogInline]
@@ -303,7 +393,7 @@ class SupereventAdmin(AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
     def decision_view(self, request, pk, kind):
         superevent = get_object_or_404(models.Superevent.objects.select_related("preferred_event"), pk=pk)
         back = reverse("admin:alerts_superevent_change", args=[pk])
-        refused = _require_advocate_page(request, back)
+        refused = _require_advocate_page(request, superevent, kind, back)
         if refused:
             return refused
         data = request.POST or None
@@ -319,10 +409,10 @@ class SupereventAdmin(AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
             if data is not None and form.is_valid():
                 reason = form.cleaned_data["reason"]
                 if kind in VERDICT_ACTIONS:
-                    return _run(request, lambda: decisions.apply_verdict(
+                    return _run(self, request, superevent, kind, reason, lambda: decisions.apply_verdict(
                         superevent, VERDICT_ACTIONS[kind], user=user, reason=reason, via=VIA), back)
                 files = form.cleaned_data.get("files") or None
-                return _run(request, lambda: decisions.send(
+                return _run(self, request, superevent, kind, reason, lambda: decisions.send(
                     superevent, alert_type, files, user=user, reason=reason, via=VIA), back)
             files = (form.data.getlist("files") if data is not None else None) if kind == "update" else None
             try:
@@ -339,25 +429,27 @@ class SupereventAdmin(AuditedAdminMixin, LabelBadgesMixin, admin.ModelAdmin):
                 (str(e.pk), f"{e.graceid} {e.pipeline} FAR={e.far:.3g} SNR={e.snr} {e.instruments}")
                 for e in superevent.events.order_by("far")]
             if data is not None and form.is_valid():
-                event = superevent.events.get(pk=form.cleaned_data["event"])
-                return _run(request, lambda: decisions.set_preferred_event(
-                    superevent, event, user=user, reason=form.cleaned_data["reason"], via=VIA), back)
+                event, reason = superevent.events.get(pk=form.cleaned_data["event"]), form.cleaned_data["reason"]
+                return _run(self, request, superevent, f"set preferred event {event.graceid}", reason,
+                            lambda: decisions.set_preferred_event(superevent, event, user=user, reason=reason,
+                                                                  via=VIA), back)
         elif kind == "relocalize":
             form = RelocalizeForm(data)
             event = superevent.preferred_event
             detectors = event.instrument_list if event is not None else []
             form.fields["disabled"].choices = [(d, d) for d in detectors]
             if data is not None and form.is_valid():
-                return _run(request, lambda: decisions.relocalize(
-                    event, form.cleaned_data["disabled"], user=user, reason=form.cleaned_data["reason"],
-                    via=VIA), back)
+                disabled, reason = form.cleaned_data["disabled"], form.cleaned_data["reason"]
+                return _run(self, request, superevent, f"re-localize {event} without {', '.join(disabled)}", reason,
+                            lambda: decisions.relocalize(event, disabled, user=user, reason=reason, via=VIA), back)
         elif kind == "retry":
             form = RetryForm(data)
             failed = superevent.notices.filter(deliveries__status=models.NoticeDelivery.Status.FAILED).distinct()
             form.fields["notice"].choices = [(str(n.pk), n.identity) for n in failed]
             if data is not None and form.is_valid():
-                notice = failed.get(pk=form.cleaned_data["notice"])
-                return _run(request, lambda: decisions.retry_delivery(notice, user=user, via=VIA), back)
+                notice, reason = failed.get(pk=form.cleaned_data["notice"]), form.cleaned_data["reason"]
+                return _run(self, request, superevent, f"retry delivery of {notice.identity}", reason,
+                            lambda: decisions.retry_delivery(notice, user=user, reason=reason, via=VIA), back)
         else:
             return redirect(back)
         context.update(title=f"{kind}: {superevent}", form=form)
@@ -394,7 +486,7 @@ class LogAdmin(AppendOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(models.File)
-class FileAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class FileAdmin(OwnsHistoryMixin, AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "name", "version", "size", "tags", "created"]
     list_filter = ["name"]
     search_fields = ["name", "sha256", "event__graceid", "superevent__superevent_id"]

@@ -323,20 +323,20 @@ def set_preferred_event(superevent, event, *, user, reason="", via="api"):
     return _audit("set preferred event", superevent, {"event": event.graceid, "reason": reason}, user, via, act)
 
 
-def add_label(owner, name, *, user, via="api"):
+def add_label(owner, name, *, user, reason="", via="api"):
     """Add a label; a verdict label on a superevent goes through apply_verdict."""
     if isinstance(owner, Superevent) and name in VERDICT_LABELS:
-        return apply_verdict(owner, name, user=user, via=via)
+        return apply_verdict(owner, name, user=user, reason=reason, via=via)
 
     def act():
         _require_advocate(user)
         _check_label_name(name)
         return store.add_label(owner, name, creator=_username(user) or "advocate")
 
-    return _audit("add label", owner, {"label": name}, user, via, act)
+    return _audit("add label", owner, _with_reason({"label": name}, reason), user, via, act)
 
 
-def remove_label(owner, name, *, user, via="api"):
+def remove_label(owner, name, *, user, reason="", via="api"):
     def act():
         _require_advocate(user)
         _check_label_name(name)
@@ -344,7 +344,12 @@ def remove_label(owner, name, *, user, via="api"):
             raise Refused(f"{owner} has no label {name}", status=404)
         return True
 
-    return _audit("remove label", owner, {"label": name}, user, via, act)
+    return _audit("remove label", owner, _with_reason({"label": name}, reason), user, via, act)
+
+
+def _with_reason(request, reason):
+    """The audited request, with the reason when one was given."""
+    return {**request, "reason": reason} if reason else request
 
 
 def _check_label_name(name):
@@ -378,7 +383,7 @@ def relocalize(event, disabled_detectors, *, user, reason="", via="api"):
     return _audit("relocalize", event, request, user, via, act)
 
 
-def retry_delivery(notice, *, user, via="api"):
+def retry_delivery(notice, *, user, reason="", via="api"):
     """Set the failed deliveries of a notice pending and deliver again."""
     def act():
         _require_advocate(user)
@@ -387,4 +392,5 @@ def retry_delivery(notice, *, user, via="api"):
         workers.enqueue(delivery.DELIVER_TASK, notice.pk)
         return f"{count} failed deliveries of {notice.identity} retried"
 
-    return _audit("retry delivery", notice.superevent, {"notice": notice.identity}, user, via, act)
+    return _audit("retry delivery", notice.superevent, _with_reason({"notice": notice.identity}, reason), user, via,
+                  act)

@@ -499,6 +499,16 @@ ORCHESTRATOR = {
         "max_attempts": int(env_float("ORCHESTRATOR_DELIVERY_MAX_ATTEMPTS", 8)),
         "claim_timeout_s": env_float("ORCHESTRATOR_DELIVERY_CLAIM_TIMEOUT_S", 60.0),
     },
+    # Days of history kept before `manage.py prune_history` deletes it
+    # (alerts.retention); null keeps a kind forever. Notices and payloads,
+    # superevent logs and their events' logs are never pruned.
+    "HISTORY_RETENTION_DAYS": {
+        "rejections": 90,  # refused input
+        "step_runs": 180,  # finished step runs
+        "event_logs": 365,  # logs of events outside any superevent
+        "sent_deliveries": None,  # delivery rows of sent payloads
+        "audit_records": None,  # human acts
+    },
 }
 # Any key above may be overridden per deployment with JSON, merged over this
 # block: ORCHESTRATOR_POLICY_FILE (a file), then ORCHESTRATOR_POLICY (a

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('alerts', '0008_vetting'),
+        ('alerts', '0009_delivery_send_mark'),
     ]
 
     operations = [
