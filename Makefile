@@ -20,7 +20,7 @@ demo: install
 test: install
 	bash scripts/test.sh
 
-# The four benchmark commands in turn (README.md, "Benchmarks"): the first
+# The five benchmark commands in turn (README.md, "Benchmarks"): the first
 # two and the last need PostgreSQL, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator
 # (REDIS_URL set: the latency benchmark uses Redis); BAYESTAR takes minutes.
 benchmark: export ORCHESTRATOR_DEV ?= 1
@@ -29,6 +29,7 @@ benchmark: install
 	$(PY) manage.py benchmark_alert_latency
 	$(PY) manage.py benchmark_bayestar
 	$(PY) manage.py benchmark_gracedb_upload
+	$(PY) manage.py benchmark_listen
 
 clean:
 	rm -rf $(VENV) var
