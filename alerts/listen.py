@@ -13,6 +13,10 @@ offset of a message is stored only after it has been applied (or rejected and
 recorded), so a listener killed at any moment loses nothing, and the ingest
 path's idempotency makes the redelivered tail change nothing.
 
+Messages are applied in batches of what has arrived (``read_batch``), one
+database transaction per batch and worker thread, and their offsets are
+stored after that commit.
+
 Broker trouble is librdkafka's to retry (with its reconnect backoff); its
 errors are logged at most once per ``LOG_INTERVAL_S``, and a fatal error
 reopens the stream after a growing pause, never a crash loop.
