@@ -20,7 +20,7 @@ demo: install
 test: install
 	bash scripts/test.sh
 
-# The five benchmark commands in turn (README.md, "Benchmarks"): all but
+# The six benchmark commands in turn (README.md, "Benchmarks"): all but
 # benchmark_bayestar need PostgreSQL, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator
 # (REDIS_URL set: the latency and alert-path benchmarks use Redis); BAYESTAR takes minutes.
 benchmark: export ORCHESTRATOR_DEV ?= 1
@@ -30,6 +30,7 @@ benchmark: install
 	$(PY) manage.py benchmark_bayestar
 	$(PY) manage.py benchmark_gracedb_upload
 	$(PY) manage.py benchmark_alert_path
+	$(PY) manage.py benchmark_listen
 
 clean:
 	rm -rf $(VENV) var

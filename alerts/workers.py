@@ -67,7 +67,22 @@ def enqueue(task, *args, delay_s=0.0):
 def _hand_to_django_q(path, args):
     from django_q.tasks import async_task
 
-    async_task(path, *args, task_name=_task_name(path, args), cluster=queue_for(path))
+    cluster = queue_for(path)
+    async_task(path, *args, task_name=_task_name(path, args), cluster=cluster, broker=_broker(cluster))
+
+
+_brokers = {}
+
+
+def _broker(cluster):
+    """django-q2's broker for a queue, made once per process: ``async_task``
+    would otherwise open a new Redis connection for every task."""
+    from django_q.brokers import get_broker
+
+    key = (os.getpid(), cluster)
+    if key not in _brokers:
+        _brokers[key] = get_broker(cluster)
+    return _brokers[key]
 
 
 def slow_queue_name():

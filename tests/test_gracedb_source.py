@@ -2,87 +2,25 @@
 GraceDB; IGWN Alert messages on librdkafka's mock cluster announce an event
 and its psd.xml.gz; the orchestrator downloads both with ligo-gracedb and
 annotates the event as if it had been uploaded here."""
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
-import psycopg
 import pytest
-import requests
-from django.db import connection
-from ligo.gracedb.rest import GraceDb
 
 from alerts import gracedb_source, gracedb_writeback, listen
 from alerts.models import Event, File, Log, Notice, WriteBack
 from tests.test_ingest import log_message, message
-from tests.test_listen import broker, conf_for, publish  # noqa: F401 (fixture)
+from tests.gracedb_remote import pipeline_client, remote_gracedb_server
+from tests.kafka import publish
+from tests.test_listen import broker, conf_for  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "remote-pipeline-password"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def remote_database_url(tmp_path):
-    """A database of its own for the remote instance."""
-    if connection.vendor != "postgresql":
-        return f"sqlite:///{tmp_path / 'remote.sqlite3'}"
-    params = connection.settings_dict
-    name = f"orch_remote_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    host, port, user = params.get("HOST") or "127.0.0.1", params.get("PORT") or 5432, params.get("USER") or "postgres"
-    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return f"postgres://{user}@{host}:{port}/{name}", (host, port, user, name)
 
 
 @pytest.fixture
 def remote_gracedb(tmp_path, worker_env):
     """A second instance of this server on its own database: (api url, user, password)."""
-    made = remote_database_url(tmp_path)
-    url, database = (made, None) if isinstance(made, str) else made
-    env = {**worker_env, "DATABASE_URL": url, "MEDIA_ROOT": str(tmp_path / "remote-media"),
-           "ORCHESTRATOR_PRELIMINARY_ALERTS": "0", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}
-    env.pop("REDIS_URL", None)  # its queued tasks stay in its own database; no worker runs them
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    subprocess.run([*manage, "shell", "-c",
-                    "from django.contrib.auth.models import Group, User;"
-                    f"u = User.objects.create_user('gstlal-robot', password='{PASSWORD}');"
-                    "u.groups.add(Group.objects.get_or_create(name='pipelines')[0],"
-                    "             Group.objects.get_or_create(name='advocates')[0])"],
-                   cwd=ROOT, env=env, check=True)
-    port = free_port()
-    server = subprocess.Popen([*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/gracedb/api/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(api, timeout=2)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-        yield api, "gstlal-robot", PASSWORD
-    finally:
-        server.terminate()
-        server.wait(10)
-        if database:
-            host, port_, user, name = database
-            with psycopg.connect(host=host, port=port_, user=user, dbname="postgres", autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with remote_gracedb_server(worker_env, tmp_path) as remote:
+        yield remote
 
 
 @pytest.fixture
@@ -95,8 +33,7 @@ def test_an_event_announced_by_messages_only_is_fetched_localized_and_alerted(
         remote_gracedb, broker, mock_events, settings, no_credential_lookup):  # noqa: F811
     api, user, password = remote_gracedb
     mock = min(mock_events, key=lambda m: m.far)  # significant
-    pipeline = GraceDb(service_url=api, force_noauth=True, retries=0)
-    pipeline.auth = (user, password)
+    pipeline = pipeline_client(api, user, password)
     remote_event = pipeline.create_event("CBC", mock.pipeline, "coinc.xml", filecontents=mock.coinc_xml,
                                          search="AllSky").json()
     graceid = remote_event["graceid"]

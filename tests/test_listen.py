@@ -4,8 +4,6 @@ cluster stands in for the broker), applied as ``ingest`` applies them.
 Messages are written with hop-client, as GraceDB's igwn-alert publisher
 writes them, on GraceDB's topic names.
 """
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,38 +13,23 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer as KafkaProducer
 
 from alerts import listen
 from alerts.models import Event, Label, Log, Rejection
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
+from tests.kafka import mock_kafka_cluster, publish
 from tests.test_ingest import label_added, log_message, new_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-KAFKA_WAIT_S = 10.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def broker():
     """A one-broker mock Kafka cluster living in this process: host:port."""
-    holder = KafkaProducer({"test.mock.num.brokers": 1})
-    brokers = list(holder.list_topics(timeout=KAFKA_WAIT_S).brokers.values())
-    yield f"{brokers[0].host}:{brokers[0].port}"
-    del holder
-
-
-def publish(broker, topic, messages):
-    """Write messages as GraceDB does (hop's JSON format); bytes go as they are."""
-    from hop import Stream
-
-    with Stream(auth=False).open(f"kafka://{broker}/{topic}", "w", automatic_offload=False) as producer:
-        for message in messages:
-            if isinstance(message, bytes):
-                producer.write_raw(message, headers=[])
-            else:
-                producer.write(message)
+    with mock_kafka_cluster() as bootstrap:
+        yield bootstrap
 
 
 def conf_for(broker, group, kinds=("cbc_gstlal",)):

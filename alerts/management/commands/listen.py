@@ -18,12 +18,13 @@ class Command(BaseCommand):
         parser.add_argument("--topics", default=",".join(conf["kinds"]),
                             help="comma-separated kinds (superevent,cbc_gstlal,...)")
         parser.add_argument("--consumer-group", default=conf["consumer_group"])
+        parser.add_argument("--workers", type=int, default=1, help="threads applying messages, each in its own database transaction")
         parser.add_argument("--max-messages", type=int, default=None, help="stop after this many (tests)")
 
-    def handle(self, *args, broker, group, topics, consumer_group, max_messages, **options):
+    def handle(self, *args, broker, group, topics, consumer_group, max_messages, workers, **options):
         conf = {**settings.IGWN_ALERT, "broker": broker, "group": group,
                 "kinds": [kind for kind in topics.split(",") if kind], "consumer_group": consumer_group}
-        listener = Listener(conf, on_progress=self.progress_line)
+        listener = Listener(conf, on_progress=self.progress_line, workers=workers)
         signal.signal(signal.SIGINT, listener.stop)
         signal.signal(signal.SIGTERM, listener.stop)
         self.stdout.write(f"listening to {', '.join(conf['kinds'])} of {group} on {broker} "
