@@ -354,7 +354,7 @@ def expected_annotations(event):
 
 
 def skymap_on_its_way(event):
-    if event.group == "CBC" and event.extra_attributes.get("has_psd"):
+    if event.group == v.CBC and event.extra_attributes.get("has_psd"):
         return True
     names = set(event.files.values_list("name", flat=True))
     if PSD in names or any(name.endswith(MULTIORDER_SUFFIX) for name in names):

@@ -10,7 +10,6 @@ edit it before posting.
 """
 import re
 
-from django.conf import settings
 from django.template.loader import render_to_string
 
 from alerts import products
@@ -18,6 +17,7 @@ from alerts.science import circular_text
 from alerts.science.notices import ALERT_TYPE_TITLES
 from alerts.store import add_file, latest_file
 from alerts import vocabulary as v
+from alerts.config import policy
 
 TEMPLATE_DIR = "circulars"
 CIRCULAR_SUFFIX = "-circular.txt"
@@ -99,7 +99,7 @@ def circular_context(superevent, alert_type="PRELIMINARY", event=None):
         "alert_type": alert_type,
         "alert_title": ALERT_TYPE_TITLES.get(alert_type, alert_type.title()),
         "superevent_url": products.superevent_url(superevent),
-        "user_guide_url": settings.ORCHESTRATOR["CIRCULAR"]["user_guide_url"],
+        "user_guide_url": policy()["CIRCULAR"]["user_guide_url"],
         "event": _event_fields(event) if event is not None else None,
         "pipelines": [],
         "pipeline_citations": [],
@@ -156,5 +156,5 @@ def write_circular(superevent, alert_type, event=None):
     current = latest_file(superevent, name)
     if current is not None and current.sha256 == current.digest(text):
         return current
-    return add_file(superevent, name, text, tags=settings.ORCHESTRATOR["CIRCULAR"]["tags"],
+    return add_file(superevent, name, text, tags=policy()["CIRCULAR"]["tags"],
                     message=f"{ALERT_TYPE_TITLES.get(alert_type, alert_type)} GCN Circular draft written")

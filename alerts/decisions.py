@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,6 +29,7 @@ from alerts.vocabulary import (ADVNO, ADVOK, HUMAN_ALERT_TYPES, INITIAL_ALERT, I
 # The Preliminary's content builder, reused so Initial and Update say the
 # same things the same way (one import, so it can be re-pointed in one place).
 from alerts.orchestrator.alerts import copy_products, notice_content
+from alerts.config import policy
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def _apply_verdict(superevent, label, user):
     other = ADVNO if label == ADVOK else ADVOK
     if other in superevent.label_names():
         raise Refused(f"{superevent} already has {other}; {label} and {other} exclude each other")
-    sends = settings.ORCHESTRATOR.get("ADVOCATE_VERDICT_SENDS", True)
+    sends = policy().get("ADVOCATE_VERDICT_SENDS", True)
     if sends:  # check first, so a refused alert adds no label either
         alert_type = VERDICT_SENDS[label]
         chosen = [] if alert_type == RETRACTION_ALERT else chosen_files(superevent)

@@ -73,7 +73,6 @@ import datetime
 import hashlib
 import logging
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -85,6 +84,7 @@ from alerts.science.notices import (ROLE_OBSERVATION, ROLES, NoticeContent, Noti
                                     build_avro_notice, build_json_notice, notice_identity)
 from alerts.science.voevent import build_voevent
 from alerts.steps import MAX_ERROR_CHARS, StepSkipped, record_step
+from alerts.config import policy
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class DeliveryIncomplete(Exception):
 
 
 def retry_policy():
-    return settings.ORCHESTRATOR["DELIVERY_RETRY"]
+    return policy()["DELIVERY_RETRY"]
 
 
 def retry_delay_s(attempts):
@@ -125,7 +125,7 @@ def retry_delay_s(attempts):
 def destinations():
     """The configured destinations, checked: unique names, known transports
     and formats. A mistake here must stop issuing, not lose notices."""
-    configured = settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", [])
+    configured = policy().get("NOTICE_DESTINATIONS", [])
     names = set()
     for destination in configured:
         name = destination.get("name")
@@ -153,7 +153,7 @@ def accepted_roles(destination):
 
 def local_destination_names():
     """Destinations whose transport only writes to this machine's disk."""
-    return [destination["name"] for destination in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", [])
+    return [destination["name"] for destination in policy().get("NOTICE_DESTINATIONS", [])
             if destination.get("transport") in transports.LOCAL_TRANSPORTS]
 
 
@@ -304,7 +304,7 @@ def _deliver_unsent(notice, names=None):
     token = liveness.process_token()
     payloads = {payload.format: bytes(payload.content) for payload in notice.payloads.all()}
     configured = {destination["name"]: destination
-                  for destination in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", [])}
+                  for destination in policy().get("NOTICE_DESTINATIONS", [])}
     tried, delays, failed = [], [], []
     while (delivery := _claim_next(notice, token, exclude=tried, names=names)) is not None:
         tried.append(delivery.pk)

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from alerts.config import policy
+
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
@@ -99,12 +101,13 @@ def check_queue():
             depth += get_broker(name).queue_size() or 0
     except Exception as error:
         return Result("queue", UNKNOWN, f"cannot measure ({type(error).__name__})")
-    detail = f"{depth} task(s) waiting"
-    if depth >= limits["QUEUE_CRITICAL"]:
-        return Result("queue", CRITICAL, detail)
-    if depth >= limits["QUEUE_WARNING"]:
-        return Result("queue", WARNING, detail)
-    return Result("queue", OK, detail)
+    return graded("queue", depth, limits["QUEUE_WARNING"], limits["QUEUE_CRITICAL"], f"{depth} task(s) waiting")
+
+
+def graded(name, value, warning, critical, detail):
+    """OK below ``warning``, WARNING from it, CRITICAL from ``critical``."""
+    status = CRITICAL if value >= critical else WARNING if value >= warning else OK
+    return Result(name, status, detail)
 
 
 def oldest_waiting_task(broker):
@@ -132,12 +135,8 @@ def check_queue_age():
     if not queued:
         return Result("queue age", OK, "no task waiting")
     age = max((timezone.now() - min(queued)).total_seconds(), 0.0)
-    detail = f"oldest waiting task queued {age:.0f} s ago"
-    if age >= limits["QUEUE_AGE_CRITICAL_S"]:
-        return Result("queue age", CRITICAL, detail)
-    if age >= limits["QUEUE_AGE_WARNING_S"]:
-        return Result("queue age", WARNING, detail)
-    return Result("queue age", OK, detail)
+    return graded("queue age", age, limits["QUEUE_AGE_WARNING_S"], limits["QUEUE_AGE_CRITICAL_S"],
+                  f"oldest waiting task queued {age:.0f} s ago")
 
 
 def check_mdc():
@@ -225,7 +224,7 @@ KAFKA_PRODUCER_ONLY = ("enable.idempotence", "acks", "linger.ms", "message.timeo
 
 
 def check_kafka():
-    destinations = [d for d in settings.ORCHESTRATOR.get("NOTICE_DESTINATIONS", []) if d.get("transport") == "kafka"]
+    destinations = [d for d in policy().get("NOTICE_DESTINATIONS", []) if d.get("transport") == "kafka"]
     if not destinations:
         return None
     try:

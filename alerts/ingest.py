@@ -22,6 +22,7 @@ from alerts.models import Category, Event, Superevent
 from alerts.science.coinc import chirp_mass
 from alerts.store import add_label, log, remove_label
 from alerts import vocabulary as v
+from alerts.config import policy
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ def apply_log(owner, uid, data):
 
 
 def locate_file(uid, filename):
-    folder = settings.ORCHESTRATOR["INGEST_FILES_DIR"]
+    folder = policy()["INGEST_FILES_DIR"]
     if not folder:
         return None
     path = Path(folder) / uid / Path(filename).name

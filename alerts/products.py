@@ -14,7 +14,6 @@ out with what exists.
 import json
 import logging
 
-from django.conf import settings
 from django.urls import reverse
 
 from alerts import models
@@ -23,6 +22,7 @@ from alerts.science.notices import CLASSIFICATION_NAMES, PROPERTY_NAMES
 from alerts.store import owner_kwargs
 from alerts.vocabulary import (COMPUTED_TAG, EM_BRIGHT_FILENAME, FLAT_SUFFIX, MULTIORDER_SUFFIX,  # noqa: F401
                                P_ASTRO_SUFFIX, P_ASTRO_TAG, PNG_SUFFIX, SKY_LOC_TAG)
+from alerts.config import policy
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +205,9 @@ def file_url(file):
     """Public URL of one file version (the REST API's file content view)."""
     owner = "superevent" if file.superevent_id else "event"
     owner_id = file.owner_id_text
-    return settings.ORCHESTRATOR["BASE_URL"] + reverse(f"{owner}-file", args=[owner_id, file.filename])
+    return policy()["BASE_URL"] + reverse(f"{owner}-file", args=[owner_id, file.filename])
 
 
 def superevent_url(superevent):
     """Public page of a superevent, quoted in notices and circulars."""
-    return settings.ORCHESTRATOR["BASE_URL"] + reverse("superevent-detail", args=[superevent.superevent_id])
+    return policy()["BASE_URL"] + reverse("superevent-detail", args=[superevent.superevent_id])

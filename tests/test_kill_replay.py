@@ -26,7 +26,8 @@ from alerts.models import Notice, NoticeDelivery, Superevent
 from tests.annotated import annotated_event
 from tests.cluster import kill_cluster, start_cluster, stop_cluster, wait_for
 from tests.factories import T0
-from tests.test_listen import KAFKA_WAIT_S, broker  # noqa: F401 (fixture)
+from tests.kafka import KAFKA_WAIT_S
+from tests.test_listen import broker  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

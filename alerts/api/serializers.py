@@ -1,11 +1,11 @@
 """JSON shapes of the API, close to GraceDB's so that existing scripts feel at home."""
-from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alerts import products
 from alerts.models import Event, File, Log, Superevent
 from alerts import vocabulary as v
+from alerts.config import policy
 
 
 class SkymapSummarySerializer(serializers.Serializer):
@@ -29,7 +29,7 @@ NAMES = serializers.ListField(child=serializers.CharField())
 
 def file_url(file):
     owner = "events" if file.event_id else "superevents"
-    return f"{settings.ORCHESTRATOR['BASE_URL']}/api/{owner}/{file.owner_id_text}/files/{file.filename}"
+    return f"{policy()['BASE_URL']}/api/{owner}/{file.owner_id_text}/files/{file.filename}"
 
 
 def skymap_summary(file):

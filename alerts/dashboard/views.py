@@ -252,7 +252,7 @@ def act(request, superevent_id):
     reason = request.POST.get("reason", "")
     user = request.user
     try:
-        if action in ("ADVOK", "ADVNO"):
+        if action in (vocab.ADVOK, vocab.ADVNO):
             notice = decisions.apply_verdict(superevent, action, user=user, reason=reason, via="dashboard")
             done = f"{action} applied" + (f"; notice {notice.identity} sent" if notice else "")
         elif action == "update":

@@ -17,10 +17,10 @@ understand gives a 400, never a silently wrong result.
 """
 import re
 
-from django.conf import settings
 from django.db.models import Q
 
 from alerts.models import Category
+from alerts.config import policy
 
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 TERM = re.compile(
@@ -56,10 +56,10 @@ SUPEREVENT_FIELDS = Fields(times={"t_0": "t_0", "t_start": "t_start", "t_end": "
 
 
 def known_names():
-    pipelines = {name.lower() for names in settings.ORCHESTRATOR["PIPELINES"].values() for name in names}
-    return {"group": {g.lower(): g for g in settings.ORCHESTRATOR["PIPELINES"]},
+    pipelines = {name.lower() for names in policy()["PIPELINES"].values() for name in names}
+    return {"group": {g.lower(): g for g in policy()["PIPELINES"]},
             "pipeline": {p: p for p in pipelines},
-            "search": {s.lower(): s for s in settings.ORCHESTRATOR["SEARCHES"]}}
+            "search": {s.lower(): s for s in policy()["SEARCHES"]}}
 
 
 def parse(query, fields):

@@ -68,7 +68,7 @@ def coinc_extra_attributes(event):
     """GraceDB keeps a CBC event's numbers under ``CoincInspiral`` and one
     ``SingleInspiral`` row per detector; the store keeps them flat."""
     extra = event.extra_attributes or {}
-    if event.group != "CBC" or "CoincInspiral" in extra:
+    if event.group != vocabulary.CBC or "CoincInspiral" in extra:
         return extra
     seconds = int(extra.get("gps_seconds", int(event.gpstime)))
     nanoseconds = int(extra.get("gps_nanoseconds", round((event.gpstime - int(event.gpstime)) * 1e9)))
@@ -101,7 +101,7 @@ def event_json(event, urls, labels=None):
         "gpstime": event.gpstime,
         "reporting_latency": None,
         "instruments": event.instruments,
-        "nevents": len(event.instrument_list) if event.group == "CBC" else None,
+        "nevents": len(event.instrument_list) if event.group == vocabulary.CBC else None,
         "offline": event.offline,
         "search": event.search,
         "far": event.far,

@@ -9,7 +9,6 @@ import mimetypes
 import os
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.db.models import Q
 from django.http import FileResponse, JsonResponse
 from django.urls import reverse
@@ -26,6 +25,7 @@ from alerts.gracedb_api import decide, query, serializers as shapes
 from alerts.gracedb_api.auth import PasswordOrTokenBasicAuthentication
 from alerts.models import Event, File, Label, Log, Notice, Superevent
 from alerts.science.burst_files import BurstFileError, parse_burst_event_file
+from alerts.config import policy
 
 SOURCE = "gracedb_api"
 DEFAULT_PAGE_SIZE = 100
@@ -166,7 +166,7 @@ class Root(GraceView):
     def get(self, request):
         base = self.urls.base
         event, superevent = base + "events/{graceid}", base + "superevents/{superevent_id}/"
-        pipelines = sorted({PIPELINE_SPELLING.get(p, p) for names in settings.ORCHESTRATOR["PIPELINES"].values()
+        pipelines = sorted({PIPELINE_SPELLING.get(p, p) for names in policy()["PIPELINES"].values()
                             for p in names})
         return Response({
             "links": {"self": base, "events": base + "events/", "superevents": base + "superevents/",
@@ -214,9 +214,9 @@ class Root(GraceView):
                 "gwtc-number-list": base + "gwtc/{number}/",
                 "gwtc-version-detail": base + "gwtc/{number}/{version}/",
             },
-            "groups": list(settings.ORCHESTRATOR["PIPELINES"]),
+            "groups": list(policy()["PIPELINES"]),
             "pipelines": pipelines,
-            "searches": list(settings.ORCHESTRATOR["SEARCHES"]),
+            "searches": list(policy()["SEARCHES"]),
             "labels": label_names(),
             "em-groups": [],
             "instruments": INSTRUMENTS,

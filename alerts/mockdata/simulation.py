@@ -54,6 +54,7 @@ from ligo.skymap.io.events.ligolw import ContentHandler as SkymapContentHandler
 from ligo.skymap.tool import bayestar_realize_coincs, bayestar_sample_model_psd
 
 from alerts.science.coinc import chirp_mass
+from alerts.vocabulary import COINC_FILENAME, PSD_FILENAME
 
 __all__ = (
     "DETECTORS",
@@ -175,8 +176,8 @@ TOOL_SEED_LIMIT = 2**31
 #: Names written into process_params instead of temporary paths, as a
 #: pipeline upload refers to them.
 INJECTION_FILE_NAME = "injections.xml"
-COINC_FILE_NAME = "coinc.xml"
-PSD_FILE_NAME = "psd.xml.gz"
+COINC_FILE_NAME = COINC_FILENAME
+PSD_FILE_NAME = PSD_FILENAME
 
 #: Program name recorded for the population draw.
 SIMULATION_PROGRAM = "alerts-mock-simulation"

@@ -13,7 +13,6 @@ delay it joins a superevent whose clean-up pass is over.
 import time
 
 import lal
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -21,6 +20,7 @@ from alerts.events import PSD_FILENAME, RANKING_DATA_FILENAME, UploadError, crea
 from alerts.mockdata.simulation import (PIPELINES, late_significant_scenario, make_mock_events,
                                         mock_ranking_data_xml_gz)
 from alerts import vocabulary as v
+from alerts.config import policy
 
 # Seconds between simulated sources, so that each forms its own superevent.
 SOURCE_SPACING_S = 20.0
@@ -80,7 +80,7 @@ class Command(BaseCommand):
         """Upload one mock detection as a pipeline would; returns its graceid."""
         started = time.monotonic()
         files = [(PSD_FILENAME, mock.psd_xml_gz)]
-        if mock.pipeline in settings.ORCHESTRATOR["PASTRO_FROM_RANKING_DATA"]:
+        if mock.pipeline in policy()["PASTRO_FROM_RANKING_DATA"]:
             files.append((RANKING_DATA_FILENAME, mock_ranking_data_xml_gz(mock.pipeline)))
         try:
             event = create_event(group=v.CBC, pipeline=mock.pipeline, search=search, coinc=mock.coinc_xml,
