@@ -124,9 +124,14 @@ def run_product_step(step, event, path, args, attempt, body):
 
 @handles(handlers.EVENT_CREATED)
 def localize_if_coinc_has_psd(event_pk):
+    """A new CBC event whose coinc.xml carries its PSDs is localized at once.
+
+    This handler is itself a slow-queue task (settings.SLOW_TASKS), so that
+    BAYESTAR starts without a hop through the main queue, which is busiest
+    with the new superevent's own tasks at that moment."""
     event = Event.objects.get(pk=event_pk)
     if event.group == v.CBC and event.extra_attributes.get("has_psd"):
-        workers.enqueue(localize_in_turn, event_pk)
+        localize_in_turn(event_pk)
 
 
 def alert_may_wait_for(event):

@@ -330,6 +330,7 @@ DAY_S = 86400.0
 HOUR_S = 3600.0
 # The long tasks (BAYESTAR, plots); tests check that each names a function.
 SLOW_TASK_PATHS = [
+    "alerts.annotations.localize_if_coinc_has_psd",
     "alerts.annotations.localize_in_turn",
     "alerts.annotations.localize_event",
     "alerts.annotations.flatten_skymap",

@@ -206,6 +206,14 @@ def test_every_slow_task_names_a_real_function():
         assert callable(workers.resolve(path)) and workers.task_path(workers.resolve(path)) == path
 
 
+def test_a_new_events_localization_starts_on_the_slow_queue_without_a_main_queue_hop():
+    from alerts import annotations, handlers
+
+    subscriber = workers.task_path(annotations.localize_if_coinc_has_psd)
+    assert subscriber in handlers.subscribers(handlers.EVENT_CREATED)
+    assert workers.queue_for(subscriber) == workers.slow_queue_name()
+
+
 def test_the_task_path_constants_name_their_functions():
     from alerts import annotations, delivery
 
