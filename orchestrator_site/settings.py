@@ -271,6 +271,14 @@ if REDIS_URL:
     Q_CLUSTER["broker_class"] = "alerts.brokers.RecordingRedis"
 else:
     Q_CLUSTER["orm"] = "default"
+    # The clusters' status (read by `manage.py health` and /health/ from
+    # other processes) needs a cache every process on this machine shares.
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "cluster_status": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                           "LOCATION": str(VAR_DIR / "cluster-status")},
+    }
+    Q_CLUSTER["cache"] = "cluster_status"
     # How often the ORM broker looks for new tasks (seconds).
     Q_CLUSTER["poll"] = env_float("Q_ORM_POLL_S", 0.05)
 
