@@ -76,7 +76,8 @@ def relocalized(monkeypatch):
 def dispatched(monkeypatch):
     """Handler dispatches, recorded (and still made)."""
     seen, real = [], handlers.dispatch
-    monkeypatch.setattr(handlers, "dispatch", lambda name, *args: (seen.append((name, *args)), real(name, *args)))
+    monkeypatch.setattr(handlers, "dispatch",
+                        lambda name, *args, **kw: (seen.append((name, *args)), real(name, *args, **kw)))
     return seen
 
 
