@@ -134,6 +134,15 @@ def localize_if_coinc_has_psd(event_pk):
         localize_in_turn(event_pk)
 
 
+@handles(handlers.EVENT_FILE_ADDED)
+def localize_on_psd(event_pk, file_pk):
+    """A CBC event's psd.xml.gz starts its BAYESTAR. A slow-queue task itself,
+    as ``localize_if_coinc_has_psd`` is, so that BAYESTAR is queued ahead of
+    the plots the event's other annotations queue a moment later."""
+    if File.objects.filter(pk=file_pk, name=PSD, event__group=v.CBC).exists():
+        localize_in_turn(event_pk)
+
+
 def alert_may_wait_for(event):
     """Whether an alert may be waiting for this event's sky map: it is the
     preferred event of its superevent, or not grouped yet."""
@@ -446,9 +455,7 @@ def on_event_file(event_pk, file_pk):
     """Which annotation a pipeline's upload triggers, by file name."""
     event = Event.objects.get(pk=event_pk)
     stored = File.objects.get(pk=file_pk)
-    if event.group == v.CBC and stored.name == PSD:
-        workers.enqueue(localize_in_turn, event_pk)
-    elif event.group == v.CBC and stored.name == RANKING_DATA:
+    if event.group == v.CBC and stored.name == RANKING_DATA:
         compute_pastro(event_pk)
     elif stored.name.endswith(".p_astro.json"):
         accept_pipeline_pastro(event, stored)

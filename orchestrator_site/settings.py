@@ -339,6 +339,7 @@ HOUR_S = 3600.0
 # The long tasks (BAYESTAR, plots); tests check that each names a function.
 SLOW_TASK_PATHS = [
     "alerts.annotations.localize_if_coinc_has_psd",
+    "alerts.annotations.localize_on_psd",
     "alerts.annotations.localize_in_turn",
     "alerts.annotations.localize_event",
     "alerts.annotations.flatten_skymap",
@@ -369,6 +370,10 @@ ORCHESTRATOR = {
     "BURST_WINDOW_PAD_S": 0.0,
     # Wait for the preferred event choice to settle before vetting.
     "ORCHESTRATOR_TIMEOUT_S": env_float("ORCHESTRATOR_TIMEOUT_S", 15.0),
+    # ... but it ends early, not before this many seconds, once the preferred
+    # event's annotations are complete (the alert waits for nothing else; a
+    # better event arriving later is reconsidered). Negative: never early.
+    "ORCHESTRATOR_MIN_SETTLE_S": env_float("ORCHESTRATOR_MIN_SETTLE_S", 5.0),
     # Significant-alert thresholds: (trials factor, FAR threshold in Hz) per
     # (group, search); trials_factor * FAR must be at most the threshold
     # (alerts.superevent_rules.is_significant).

@@ -21,11 +21,13 @@ def isolated_orchestrator(settings, tmp_path):
     """Inline tasks, a private media folder and a private notice outbox for
     every test. Automatic preliminary alerts are off unless a test turns
     them on (``PRELIMINARY_ALERTS``): inline, they would run the moment a
-    superevent is created."""
+    superevent is created. The settle wait lasts its whole
+    ``ORCHESTRATOR_TIMEOUT_S`` unless a test turns the early end on, so
+    that tests can step through it."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.ORCHESTRATOR = {
         **settings.ORCHESTRATOR, "TASKS_INLINE": True, "INGEST_FILES_DIR": "", "DETCHAR_FRAME_GLOB": "",
-        "PRELIMINARY_ALERTS": False,
+        "PRELIMINARY_ALERTS": False, "ORCHESTRATOR_MIN_SETTLE_S": -1.0,
         "NOTICE_DESTINATIONS": [{"name": "outbox", "transport": "outbox", "formats": ["json", "avro", "voevent"],
                                  "directory": str(tmp_path / "outbox")}],
     }

@@ -430,6 +430,9 @@ def test_any_failure_leaves_a_one_line_log(monkeypatch, error):
     assert "EMBRIGHT_READY" not in event.label_names()
 
 
+LOCALIZE_ON_PSD_TASK = annotations.workers.task_path(annotations.localize_on_psd)
+
+
 def test_classification_and_p_astro_do_not_wait_for_bayestar(mock_events, bayestar_calls, monkeypatch):
     """BAYESTAR held back on the slow queue: the other two products are
     already there; the sky map follows when the slow task runs."""
@@ -438,20 +441,25 @@ def test_classification_and_p_astro_do_not_wait_for_bayestar(mock_events, bayest
 
     def enqueue(path, *args, **kwargs):
         path = annotations.workers.task_path(path)
-        if path in (annotations.LOCALIZE_IN_TURN_TASK, annotations.LOCALIZE_TASK):
+        if path in (annotations.LOCALIZE_IN_TURN_TASK, annotations.LOCALIZE_TASK, LOCALIZE_ON_PSD_TASK):
             held.append((path, args))
         else:
             real_enqueue(path, *args, **kwargs)
 
     monkeypatch.setattr(annotations.workers, "enqueue", enqueue)
     event = upload(mock_events[BNS_INDEX])
-    assert held == [(annotations.LOCALIZE_IN_TURN_TASK, (event.pk,))]
+    # The PSD's handler is queued for every new file; it localizes only for psd.xml.gz.
+    psd = event.files.get(name="psd.xml.gz")
+    assert (LOCALIZE_ON_PSD_TASK, (event.pk, psd.pk)) in held
+    assert {path for path, _ in held} == {LOCALIZE_ON_PSD_TASK}
     labels = event.label_names()
     assert {"EMBRIGHT_READY", "PASTRO_READY"} <= labels and "SKYMAP_READY" not in labels
     assert not StepRun.objects.filter(event=event, step="bayestar").exists()
     assert bayestar_calls == []
 
-    annotations.localize_in_turn(*held[0][1])
+    for _, args in held:
+        annotations.localize_on_psd(*args)
+    assert StepRun.objects.filter(event=event, step="bayestar").count() == 1
     assert "SKYMAP_READY" in event.label_names()
 
 

@@ -14,7 +14,7 @@ from lxml import etree
 
 from alerts import delivery, detchar_task, orchestrator, products, transports, workers
 from alerts.orchestrator import alerts as orchestrator_alerts
-from alerts.orchestrator import gates, vetting
+from alerts.orchestrator import flow, gates, vetting
 from alerts.models import Log, Notice, Vetting, NoticeDelivery, NoticePayload, StepRun, Superevent
 from alerts.store import add_file, add_label
 from tests.annotated import CBC_READY, EM_BRIGHT, P_ASTRO, TINY_PNG, annotated_event, tiny_skymap, write_frames
@@ -42,6 +42,7 @@ def alerts_on(settings, isolated_orchestrator):
 
 VET_TASK = workers.task_path(orchestrator.vet_superevent)
 CLEANUP_TASK = workers.task_path(orchestrator.cleanup_superevent)
+SETTLE_TASK = workers.task_path(flow.settle_look)
 
 
 def configure(settings, **changes):
@@ -62,7 +63,7 @@ def deferred(monkeypatch):
 
     def enqueue(path, *args, delay_s=0.0):
         path = workers.task_path(path)
-        if path in (VET_TASK, CLEANUP_TASK):
+        if path in (VET_TASK, CLEANUP_TASK, SETTLE_TASK):
             held.append((path, args, delay_s))
             return
         transaction.on_commit(lambda: workers.resolve(path)(*args))
@@ -365,6 +366,58 @@ def test_annotations_arriving_during_the_wait_are_used(settings, outbox, deferre
     assert reasons(superevent) == ["preliminary-1"]
     assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["classification"] == P_ASTRO
     assert not any("incomplete" in m for m in messages(superevent))
+
+
+def held(deferred):
+    return [(path, delay) for path, _, delay in deferred]
+
+
+def test_a_complete_preferred_event_ends_the_settle_wait_early(settings, outbox, deferred):
+    """The BAYESTAR case: the sky map lands after the shortest settle wait,
+    and the alert goes out then, not at the end of the settle wait."""
+    configure(settings, ORCHESTRATOR_TIMEOUT_S=15.0, ORCHESTRATOR_MIN_SETTLE_S=5.0)
+    event = annotated_event(labels=("EMBRIGHT_READY", "PASTRO_READY"), products=("em_bright", "p_astro"))
+    superevent = superevent_of(event)
+    assert held(deferred) == [(VET_TASK, 15.0), (SETTLE_TASK, 5.0)]
+    Superevent.objects.filter(pk=superevent.pk).update(created=timezone.now() - datetime.timedelta(seconds=6))
+    add_file(event, "bayestar.multiorder.fits", tiny_skymap(), tags=["sky_loc", "public"], announce=False)
+    assert reasons(superevent) == []  # a file alone completes nothing
+    add_label(event, "SKYMAP_READY")
+    assert reasons(superevent) == ["preliminary-1"]
+    assert (f"Orchestrator: the annotations of the preferred event {event.graceid} are complete; vetting now "
+            "rather than after the 15 s settle wait") in messages(superevent)
+    run_all(deferred)  # the settle look and the timer find the vetting done; the clean-up pass runs
+    assert reasons(superevent) == ["preliminary-1", "preliminary-2"]
+
+
+def test_the_settle_wait_lasts_at_least_its_shortest_time(settings, outbox, deferred):
+    """An event complete on arrival is vetted by the settle look at the
+    shortest wait, so that other pipelines' uploads can still take over."""
+    configure(settings, ORCHESTRATOR_TIMEOUT_S=15.0, ORCHESTRATOR_MIN_SETTLE_S=5.0)
+    event = annotated_event()
+    superevent = superevent_of(event)
+    assert reasons(superevent) == []
+    louder = annotated_event(snr=15.0, pipeline="pycbc", gpstime=T0 + 0.1)
+    assert superevent_of(louder) == superevent
+    assert held(deferred) == [(VET_TASK, 15.0), (SETTLE_TASK, 5.0)]
+    deferred.reverse()
+    run_next(deferred, SETTLE_TASK)
+    assert reasons(superevent) == ["preliminary-1"]
+    assert json_notice(outbox, Notice.objects.get(superevent=superevent))["event"]["pipeline"] == "pycbc"
+
+
+def test_an_incomplete_preferred_event_keeps_the_whole_settle_wait(settings, outbox, deferred):
+    configure(settings, ORCHESTRATOR_TIMEOUT_S=15.0, ORCHESTRATOR_MIN_SETTLE_S=5.0, ANNOTATION_POLL_S=1.0)
+    event = annotated_event(labels=("SKYMAP_READY",), products=("skymap",))
+    superevent = superevent_of(event)
+    Superevent.objects.filter(pk=superevent.pk).update(created=timezone.now() - datetime.timedelta(seconds=6))
+    assert held(deferred) == [(VET_TASK, 15.0), (SETTLE_TASK, 5.0)]
+    deferred.reverse()
+    run_next(deferred, SETTLE_TASK)
+    assert reasons(superevent) == [] and Vetting.objects.get(superevent=superevent).state == "scheduled"
+    run_next(deferred, VET_TASK)  # the settle wait is over: wait for the annotations, as before
+    assert Vetting.objects.get(superevent=superevent).state == "waiting"
+    assert held(deferred) == [(VET_TASK, 1.0)]
 
 
 def test_second_preliminary_uses_the_reselected_preferred_event(outbox, deferred):

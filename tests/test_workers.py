@@ -212,6 +212,10 @@ def test_a_new_events_localization_starts_on_the_slow_queue_without_a_main_queue
     subscriber = workers.task_path(annotations.localize_if_coinc_has_psd)
     assert subscriber in handlers.subscribers(handlers.EVENT_CREATED)
     assert workers.queue_for(subscriber) == workers.slow_queue_name()
+    # Nor does a psd.xml.gz that comes with the upload (or later).
+    on_psd = workers.task_path(annotations.localize_on_psd)
+    assert on_psd in handlers.subscribers(handlers.EVENT_FILE_ADDED)
+    assert workers.queue_for(on_psd) == workers.slow_queue_name()
 
 
 def test_the_task_path_constants_name_their_functions():

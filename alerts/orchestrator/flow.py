@@ -1,7 +1,10 @@
 """The orchestrator's flow, in the order of the seed's steps.
 
 1. ``handle_superevent`` (SUPEREVENT_CREATED): wait ``ORCHESTRATOR_TIMEOUT_S``
-   for the preferred event to settle, then vet.
+   for the preferred event to settle, then vet. The wait ends early, but not
+   before ``ORCHESTRATOR_MIN_SETTLE_S``, once the preferred event's
+   annotations are complete (``settled_early``): the alert would wait for
+   nothing else, and a later, better event is reconsidered anyway.
 2. ``vet_superevent``: wait (bounded, by delayed tasks, never sleeping) for
    the annotations ``COMPLETE_ANNOTATIONS``; check the state vectors; pass
    the gates (:mod:`.gates`); send the preliminary alert (:mod:`.alerts`).
@@ -17,6 +20,8 @@ Claims, retries and resumption are in :mod:`.vetting`. Tasks run inline
 (the first alert freezes the preferred event), no automatic retry.
 """
 import math
+
+from django.utils import timezone
 
 from alerts import annotations, detchar_task, handlers, workers
 from alerts import vocabulary as v
@@ -41,8 +46,44 @@ def handle_superevent(superevent_pk):
                      f"Orchestrator: vetting in {timeout:g} s, once the preferred event has settled"):
         if timeout > 0:
             workers.enqueue(vet_superevent, superevent_pk, 0, delay_s=timeout)
+            min_settle = min_settle_s()
+            if min_settle is not None and not workers.run_inline():
+                workers.enqueue(settle_look, superevent_pk, delay_s=min_settle)
         else:  # nothing to wait for: vet in this task, not after another trip through the queue
             vet_superevent(superevent_pk, 0)
+
+
+def min_settle_s():
+    """The shortest settle wait, or None when the settle always lasts
+    ``ORCHESTRATOR_TIMEOUT_S``."""
+    least, timeout = policy().get("ORCHESTRATOR_MIN_SETTLE_S"), policy()["ORCHESTRATOR_TIMEOUT_S"]
+    return None if least is None or least < 0 or least >= timeout else least
+
+
+def settle_look(superevent_pk):
+    """``ORCHESTRATOR_MIN_SETTLE_S`` after a superevent was made: vet it now
+    if its preferred event's annotations are already complete."""
+    superevent = Superevent.objects.select_related("preferred_event").get(pk=superevent_pk)
+    if superevent.preferred_event is not None:
+        settled_early(superevent, superevent.preferred_event, at_least=False)
+
+
+def settled_early(superevent, event, at_least=True):
+    """End a settling vetting now if ``event``'s annotations are complete
+    (and, with ``at_least``, the shortest settle wait is over). True if the
+    vetting ran."""
+    least = min_settle_s()
+    if least is None or workers.run_inline() or not vetting.is_settling(superevent):
+        return False
+    if at_least and (timezone.now() - superevent.created).total_seconds() < least:
+        return False  # the settle look, due at the shortest wait, takes it
+    if gates.missing_annotations(candidate_of(event), policy(), annotations.expected_annotations(event)):
+        return False
+    log(superevent, f"Orchestrator: the annotations of the preferred event {event.graceid} are complete; "
+                    f"vetting now rather than after the {policy()['ORCHESTRATOR_TIMEOUT_S']:g} s settle wait",
+        tags=LOG_TAGS)
+    vet_superevent(superevent.pk, 0)
+    return True
 
 
 def vet_superevent(superevent_pk, polls=0):
@@ -161,8 +202,9 @@ def reconsider_superevent(superevent_pk, what, looks=0):
     """Take the preliminary decision again because ``what`` changed.
 
     Before the first pass: a waiting vetting goes on at once if nothing it
-    waits for is missing any more (or a label stops it); a settling one is
-    left to its timer. During a pass: looked at again ``RELOOK_S`` later.
+    waits for is missing any more (or a label stops it); a settling one
+    goes on once the preferred event is complete (``settled_early``), else
+    it is left to its timer. During a pass: looked at again ``RELOOK_S`` later.
     After it (and after the clean-up pass too): the first alert of a kind
     above what was sent goes out (``gates.promotion``), once the preferred
     event's annotations are in, waited for by delayed looks when ``looks``
@@ -177,6 +219,8 @@ def reconsider_superevent(superevent_pk, what, looks=0):
     if not state.attempt:
         if vetting.is_waiting(superevent) and not awaited_annotations(superevent, event):
             vet_superevent(superevent_pk, 0)
+        else:
+            settled_early(superevent, event)
         return
     if state.failed:
         return  # its retry is queued and reads the new state

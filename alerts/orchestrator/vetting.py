@@ -70,6 +70,11 @@ def claim_waiting(superevent, message):
     return bool(won)
 
 
+def is_settling(superevent):
+    """The vetting is scheduled and has not started waiting or running."""
+    return Vetting.objects.filter(superevent_id=superevent.pk, state=State.SCHEDULED, scheduled=True).exists()
+
+
 def is_waiting(superevent):
     return Vetting.objects.filter(superevent_id=superevent.pk, state=State.WAITING).exists()
 
