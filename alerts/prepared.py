@@ -10,7 +10,7 @@ new values into its SQL.
 """
 from django.db import connections, transaction
 from django.db.models import Expression
-from django.db.models.query import get_related_populators
+from django.db.models.query import ModelIterable, get_related_populators
 from django.db.models.sql import InsertQuery, UpdateQuery
 from django.db.models.sql.compiler import SQLInsertCompiler
 
@@ -39,26 +39,29 @@ class _Compiled:
         compiler = queryset.query.get_compiler(using=self.alias)
         self.sql, self.params = compiler.as_sql()
         select, klass_info = compiler.select, compiler.klass_info
-        self.model = klass_info["model"]
+        self.converters = list(compiler.get_converters([column[0] for column in select]).items())
+        # None: a values_list, whose rows stay tuples.
+        self.model = klass_info["model"] if queryset._iterable_class is ModelIterable else None
+        if self.model is None:
+            return
         fields = klass_info["select_fields"]
         self.start, self.end = fields[0], fields[-1] + 1
         self.init_list = [column[0].target.attname for column in select[self.start:self.end]]
         self.populators = get_related_populators(klass_info, select, self.alias)
         self.annotations = list(compiler.annotation_col_map.items())
-        self.converters = list(compiler.get_converters([column[0] for column in select]).items())
 
 
 class PreparedSelect:
-    """A model queryset made by ``build(key)`` with `Param` placeholders;
-    ``key`` names its shape (e.g. how many conditions it ORs), one
-    compilation per key and database connection."""
+    """A queryset made by ``build(key)`` with `Param` placeholders; ``key``
+    names its shape (e.g. how many conditions it ORs), one compilation per
+    key. Runs give model instances, or tuples for a ``values_list``."""
 
     def __init__(self, build):
         self.build = build
         self._compiled = {}  # shared by threads: it names no connection object
 
     def __call__(self, key, **values):
-        """The model instances of the statement of shape ``key`` with ``values`` bound."""
+        """The rows of the statement of shape ``key`` with ``values`` bound."""
         compiled = self._compiled.get(key)
         if compiled is None or connections[compiled.alias].vendor != compiled.vendor:
             compiled = self._compiled[key] = _Compiled(self.build(key))
@@ -76,6 +79,9 @@ class PreparedSelect:
                     for function in functions:
                         value = function(value, expression, connection)
                     row[position] = value
+            if compiled.model is None:
+                objects.append(tuple(row))
+                continue
             obj = compiled.model.from_db(compiled.alias, compiled.init_list, row[compiled.start:compiled.end])
             for populator in compiled.populators:
                 populator.populate(row, obj)

@@ -30,7 +30,7 @@ import zlib
 from collections import defaultdict
 
 from django.db import connection, transaction
-from django.db.models import Case, CharField, FloatField, IntegerField, OuterRef, Q, Value, When
+from django.db.models import Case, CharField, FloatField, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from alerts import handlers, superevent_rules as rules
@@ -429,8 +429,9 @@ def _read_batch(category, pending, forming):
 
     The superevents come with their events, in one query (a superevent is
     created with its preferred event and never loses it), locked in pk
-    order, as every locker of several superevents does; on PostgreSQL the
-    labels of both come in the same query.
+    order, as every locker of several superevents does. The labels come in
+    a second query: its snapshot is taken once those locks are held, so it
+    sees the labels whose handlers held a superevent this batch waited for.
 
     These are also all the neighbours that can clip a growing window: a
     superevent grows only into an event window of the batch, and windows
@@ -439,8 +440,6 @@ def _read_batch(category, pending, forming):
     does not grow past, where clipping changes nothing.
     """
     slots, events = [], []
-    labels_of, superevent_labels = defaultdict(set), {}
-    labels_read = _labels_with_events()
     if forming:
         lock_buckets(category, (b for item in forming for b in buckets_of(*item.window)))
         spans = _spans([item.window for item in forming])
@@ -454,51 +453,59 @@ def _read_batch(category, pending, forming):
             if slot is None:
                 slot = by_pk[event.superevent_id] = Slot(event.superevent, [])
                 slots.append(slot)
-                if labels_read:
-                    superevent_labels[event.superevent_id] = event.superevent_labels
             slot.events.append(event)
-            if labels_read:
-                labels_of[event.pk].update(event.event_labels)
-    event_pks = [p.event.pk for p in pending] + ([] if labels_read else [event.pk for event in events])
-    superevent_pks = [] if labels_read else [slot.superevent.pk for slot in slots]
-    if event_pks or superevent_pks:
-        label_rows = Label.objects.filter(Q(event_id__in=event_pks) | Q(superevent_id__in=superevent_pks))
-        for event_pk, superevent_pk, name in label_rows.values_list("event_id", "superevent_id", "name"):
-            if event_pk is not None:
-                labels_of[event_pk].add(name)
-            else:
-                superevent_labels.setdefault(superevent_pk, set()).add(name)
+    labels_of, superevent_labels = defaultdict(set), defaultdict(set)
+    label_rows = _label_rows([p.event.pk for p in pending] + [event.pk for event in events],
+                             [slot.superevent.pk for slot in slots])
+    for event_pk, superevent_pk, name in label_rows:
+        if event_pk is not None:
+            labels_of[event_pk].add(name)
+        else:
+            superevent_labels[superevent_pk].add(name)
     for slot in slots:
         slot.labels = frozenset(superevent_labels.get(slot.superevent.pk, ()))
     return slots, labels_of
 
 
-def _labels_with_events():
-    """Whether `_slot_events` brings the labels of the events and superevents
-    it reads (PostgreSQL's arrays; elsewhere a second query reads them)."""
-    return connection.vendor == "postgresql"
-
-
 def _slot_events_query(span_count):
     """The events of the superevents of ``category`` that overlap one of
     ``span_count`` spans (``start<i>``, ``end<i>``), with their superevents
-    (locked), latest event first in each; on PostgreSQL with their labels
-    (``event_labels``) and their superevent's (``superevent_labels``)."""
+    (locked), latest event first in each."""
     spans = [(Param(f"start{i}", FloatField()), Param(f"end{i}", FloatField())) for i in range(span_count)]
     joined = Event.objects.select_related("superevent").filter(
         _overlapping(spans, prefix="superevent__"), superevent__category=Param("category", CharField()))
-    if _labels_with_events():
-        from django.contrib.postgres.expressions import ArraySubquery
-
-        joined = joined.annotate(
-            event_labels=ArraySubquery(Label.objects.filter(event=OuterRef("pk")).order_by().values("name")),
-            superevent_labels=ArraySubquery(
-                Label.objects.filter(superevent=OuterRef("superevent_id")).order_by().values("name")))
     return locked(joined.order_by("superevent_id", "-pk"), of=("superevent",))
 
 
 # Compiled once per number of spans (an upload has one).
 _slot_events = PreparedSelect(_slot_events_query)
+
+# Label reads up to this many events and superevents (an upload's) are
+# compiled once per count; a manager's batch, larger, as it comes.
+PREPARED_LABEL_EVENTS, PREPARED_LABEL_SUPEREVENTS = 32, 4
+
+
+def _label_rows(event_pks, superevent_pks):
+    """(event_id, superevent_id, name) of the labels of these events and superevents."""
+    if not event_pks and not superevent_pks:
+        return []
+    shape = (len(event_pks), len(superevent_pks))
+    if shape[0] > PREPARED_LABEL_EVENTS or shape[1] > PREPARED_LABEL_SUPEREVENTS:
+        return list(_labels_query(event_pks, superevent_pks))
+    values = {f"event{i}": pk for i, pk in enumerate(event_pks)}
+    values.update((f"superevent{i}", pk) for i, pk in enumerate(superevent_pks))
+    return _labels(shape, **values)
+
+
+def _labels_query(event_pks, superevent_pks):
+    # event__id, not event_id: the pk's own lookup takes Params (no join: Django trims it).
+    return Label.objects.filter(Q(event__id__in=event_pks) | Q(superevent__id__in=superevent_pks)) \
+        .values_list("event_id", "superevent_id", "name")
+
+
+_labels = PreparedSelect(lambda shape: _labels_query(
+    [Param(f"event{i}", Event._meta.pk) for i in range(shape[0])],
+    [Param(f"superevent{i}", Superevent._meta.pk) for i in range(shape[1])]))
 
 
 def _write_superevents(outcome):

@@ -394,10 +394,10 @@ def test_a_label_added_while_a_batch_holds_its_event_is_not_missed(only_the_mana
 
 # --- grouping inside the upload's transaction (GROUP_AT_UPLOAD) ---------------------
 
-# BEGIN, the event's id, the bucket locks, the superevents with their events
-# and the labels of both, the superevent's UPDATE, the INSERTs of the event,
-# the logs and the step run, COMMIT.
-UPLOAD_JOINING_QUERIES = 9
+# BEGIN, the event's id, the bucket locks, the superevents with their events,
+# their labels, the superevent's UPDATE, the INSERTs of the event, the logs
+# and the step run, COMMIT.
+UPLOAD_JOINING_QUERIES = 10
 
 
 def test_an_upload_is_grouped_in_its_own_transaction(manager_tasks_recorded):
