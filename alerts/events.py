@@ -18,6 +18,7 @@ from alerts import handlers, superevents
 from alerts import vocabulary as v
 from alerts.config import policy
 from alerts.models import Category, Event, File, Rejection
+from alerts.prepared import insert
 from alerts.science.coinc import CoincError, PsdError, parse_coinc, parse_psd
 from alerts.store import add_file, add_label, file_added_message, pending_log, stage_file_version, write_logs
 from alerts.vocabulary import COINC_FILENAME, PSD_FILENAME, RANKING_DATA_FILENAME  # noqa: F401 (re-exported)
@@ -313,7 +314,7 @@ def write_new_event(event, graceid, coinc, message, group=False):
             event.pk = cursor.fetchone()[0]
         event.graceid = made_graceid(event.pk)
         grouping = superevents.group_at_upload(event) if group else None
-        Event.objects.bulk_create([event])  # as save(force_insert=True), without its signals
+        insert([event])  # as save(force_insert=True), without its signals
     else:
         event.save(force_insert=True)
         event.graceid = made_graceid(event.pk)
@@ -323,7 +324,7 @@ def write_new_event(event, graceid, coinc, message, group=False):
     if coinc is not None:
         tags = DEFAULT_TAGS[COINC_FILENAME]
         stored = stage_file_version(event, COINC_FILENAME, coinc, 1, tags=tags)
-        File.objects.bulk_create([stored])  # as save(force_insert=True), without its signals
+        insert([stored])  # as save(force_insert=True), without its signals
         logs.append(pending_log(event, file_added_message(stored), file=stored, tags=tags))
     write_logs(logs + (grouping.logs if grouping else []))  # one INSERT
     if grouping:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from alerts import handlers
 from alerts.models import Event, File, Label, Log, Superevent
+from alerts.prepared import insert
 
 
 def owner_kwargs(owner):
@@ -40,7 +41,7 @@ def pending_log(owner, message, file=None, tags=()):
 def write_logs(entries):
     """Save ``pending_log`` entries in order with one INSERT: the rows ``log``
     would write one by one, for one round trip instead of several."""
-    return Log.objects.bulk_create(entries)
+    return insert(entries)
 
 
 def log_many(owner, messages, tags=()):

@@ -30,13 +30,14 @@ import zlib
 from collections import defaultdict
 
 from django.db import connection, transaction
-from django.db.models import Case, IntegerField, Q, Value, When
+from django.db.models import Case, CharField, FloatField, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from alerts import handlers, superevent_rules as rules
 from alerts.config import policy
 from alerts.handlers import handles
 from alerts.models import Event, Label, StepRun, Superevent, SupereventDayCounter
+from alerts.prepared import Param, PreparedSelect, PreparedUpdate, insert
 from alerts.steps import MAX_ERROR_CHARS, WORKER_NAME
 from alerts.store import log_many, pending_log, write_logs
 
@@ -428,7 +429,9 @@ def _read_batch(category, pending, forming):
 
     The superevents come with their events, in one query (a superevent is
     created with its preferred event and never loses it), locked in pk
-    order, as every locker of several superevents does.
+    order, as every locker of several superevents does. The labels come in
+    a second query: its snapshot is taken once those locks are held, so it
+    sees the labels whose handlers held a superevent this batch waited for.
 
     These are also all the neighbours that can clip a growing window: a
     superevent grows only into an event window of the batch, and windows
@@ -439,10 +442,11 @@ def _read_batch(category, pending, forming):
     slots, events = [], []
     if forming:
         lock_buckets(category, (b for item in forming for b in buckets_of(*item.window)))
-        joined = Event.objects.select_related("superevent").filter(
-            _overlapping(_spans([item.window for item in forming]), prefix="superevent__"),
-            superevent__category=category)
-        events = list(locked(joined.order_by("superevent_id", "-pk"), of=("superevent",)))
+        spans = _spans([item.window for item in forming])
+        values = {"category": category}
+        for i, (start, end) in enumerate(spans):
+            values[f"start{i}"], values[f"end{i}"] = start, end
+        events = _slot_events(len(spans), **values)
         by_pk = {}
         for event in events:
             slot = by_pk.get(event.superevent_id)
@@ -450,13 +454,10 @@ def _read_batch(category, pending, forming):
                 slot = by_pk[event.superevent_id] = Slot(event.superevent, [])
                 slots.append(slot)
             slot.events.append(event)
-    event_pks = [p.event.pk for p in pending] + [event.pk for event in events]
-    label_rows = Label.objects.filter(Q(event_id__in=event_pks)
-                                      | Q(superevent_id__in=[slot.superevent.pk for slot in slots]))
-    if not event_pks and not slots:
-        label_rows = label_rows.none()
     labels_of, superevent_labels = defaultdict(set), defaultdict(set)
-    for event_pk, superevent_pk, name in label_rows.values_list("event_id", "superevent_id", "name"):
+    label_rows = _label_rows([p.event.pk for p in pending] + [event.pk for event in events],
+                             [slot.superevent.pk for slot in slots])
+    for event_pk, superevent_pk, name in label_rows:
         if event_pk is not None:
             labels_of[event_pk].add(name)
         else:
@@ -464,6 +465,47 @@ def _read_batch(category, pending, forming):
     for slot in slots:
         slot.labels = frozenset(superevent_labels.get(slot.superevent.pk, ()))
     return slots, labels_of
+
+
+def _slot_events_query(span_count):
+    """The events of the superevents of ``category`` that overlap one of
+    ``span_count`` spans (``start<i>``, ``end<i>``), with their superevents
+    (locked), latest event first in each."""
+    spans = [(Param(f"start{i}", FloatField()), Param(f"end{i}", FloatField())) for i in range(span_count)]
+    joined = Event.objects.select_related("superevent").filter(
+        _overlapping(spans, prefix="superevent__"), superevent__category=Param("category", CharField()))
+    return locked(joined.order_by("superevent_id", "-pk"), of=("superevent",))
+
+
+# Compiled once per number of spans (an upload has one).
+_slot_events = PreparedSelect(_slot_events_query)
+
+# Label reads up to this many events and superevents (an upload's) are
+# compiled once per count; a manager's batch, larger, as it comes.
+PREPARED_LABEL_EVENTS, PREPARED_LABEL_SUPEREVENTS = 32, 4
+
+
+def _label_rows(event_pks, superevent_pks):
+    """(event_id, superevent_id, name) of the labels of these events and superevents."""
+    if not event_pks and not superevent_pks:
+        return []
+    shape = (len(event_pks), len(superevent_pks))
+    if shape[0] > PREPARED_LABEL_EVENTS or shape[1] > PREPARED_LABEL_SUPEREVENTS:
+        return list(_labels_query(event_pks, superevent_pks))
+    values = {f"event{i}": pk for i, pk in enumerate(event_pks)}
+    values.update((f"superevent{i}", pk) for i, pk in enumerate(superevent_pks))
+    return _labels(shape, **values)
+
+
+def _labels_query(event_pks, superevent_pks):
+    # event__id, not event_id: the pk's own lookup takes Params (no join: Django trims it).
+    return Label.objects.filter(Q(event__id__in=event_pks) | Q(superevent__id__in=superevent_pks)) \
+        .values_list("event_id", "superevent_id", "name")
+
+
+_labels = PreparedSelect(lambda shape: _labels_query(
+    [Param(f"event{i}", Event._meta.pk) for i in range(shape[0])],
+    [Param(f"superevent{i}", Superevent._meta.pk) for i in range(shape[1])]))
 
 
 def _write_superevents(outcome):
@@ -481,25 +523,30 @@ def _write_superevents(outcome):
             superevent.day_index = index
             superevent.superevent_id = rules.superevent_id(outcome.category, date, index)
     if outcome.created:
-        Superevent.objects.bulk_create([slot.superevent for slot in outcome.created])
+        insert([slot.superevent for slot in outcome.created])
     now = timezone.now()
     for slot in outcome.slots:
         if slot.touched and not slot.new:
             superevent = slot.superevent
             superevent.updated = now
             # One UPDATE each (no signals): bulk_update's CASE costs more CPU to compile than this saves.
-            Superevent.objects.filter(pk=superevent.pk).update(
-                t_start=superevent.t_start, t_end=superevent.t_end, t_0=superevent.t_0,
-                preferred_event_id=superevent.preferred_event_id, far=superevent.far, updated=now)
+            _update_superevent(None, pk=superevent.pk, **{name: getattr(superevent, name) for name in _CHANGED})
     for entry in outcome.logs:  # superevents created above now have their pk
         if entry.superevent is not None:
             entry.superevent_id = entry.superevent.pk
     outcome.announcements = [(kind, target.pk, *rest) for kind, target, *rest in outcome.announcements]
 
 
+# What grouping changes in an existing superevent.
+_CHANGED = ("t_start", "t_end", "t_0", "preferred_event_id", "far", "updated")
+_update_superevent = PreparedUpdate(lambda _: (
+    Superevent.objects.filter(pk=Param("pk", Superevent._meta.pk)),
+    {name: Param(name, Superevent._meta.get_field(name)) for name in _CHANGED}))
+
+
 def _write_step_runs(outcome):
     now = timezone.now()
-    StepRun.objects.bulk_create([
+    insert([
         StepRun(step=STEP, event=event, started=outcome.started, finished=now,
                 status=StepRun.Status.SUCCEEDED, worker=WORKER_NAME) for event in outcome.done
     ])
