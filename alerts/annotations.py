@@ -77,13 +77,13 @@ def pastro_filename(pipeline):
     return f"{pipeline}.p_astro.json"
 
 
-def retry_later(path, args, attempt, error):
-    """Re-queue a step after a transient failure, up to the configured attempts."""
+def retry_later(task, args, attempt, error):
+    """Re-queue a step (``task``, a function) after a transient failure, up to the configured attempts."""
     retry = policy()["ANNOTATION_RETRY"]
     if attempt >= retry["max_attempts"]:
         return False
-    workers.enqueue(path, *args, attempt + 1, delay_s=retry["delay_s"] * attempt)
-    logger.warning("%s%s failed (%s); retry %d queued", path, args, error, attempt + 1)
+    workers.enqueue(task, *args, attempt + 1, delay_s=retry["delay_s"] * attempt)
+    logger.warning("%s%s failed (%s); retry %d queued", workers.task_path(task), args, error, attempt + 1)
     return True
 
 
@@ -98,8 +98,8 @@ def reason_of(error):
     return one_line(error if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")
 
 
-def run_product_step(step, event, path, args, attempt, body):
-    """Run ``body`` as a recorded step; transient errors are retried (``path``
+def run_product_step(step, event, task, args, attempt, body):
+    """Run ``body`` as a recorded step; transient errors are retried (``task``
     is called with ``*args, attempt + 1``), the rest fail the step. Every
     failure or skip is logged on the event in one line."""
     with record_step(step, event=event, reraise=False) as run:
@@ -111,7 +111,7 @@ def run_product_step(step, event, path, args, attempt, body):
             log(event, f"{step} skipped: {one_line(skipped)}", tags=["annotation"])
             raise
         except TRANSIENT_ERRORS as error:
-            if retry_later(path, args, attempt, error):
+            if retry_later(task, args, attempt, error):
                 raise StepSkipped(f"transient failure, retrying: {error}") from None
             log(event, f"{step} failed after {attempt} attempts: {reason_of(error)}", tags=["annotation"])
             raise
@@ -206,7 +206,7 @@ def localize_event(event_pk, disabled_detectors=(), force=False, attempt=1):
             add_label(event, SKYMAP_READY)
             workers.enqueue(plot_skymap, event_pk, stored.pk)
 
-    run_product_step("bayestar", event, LOCALIZE_TASK, (event_pk, list(disabled), force), attempt, body)
+    run_product_step("bayestar", event, localize_event, (event_pk, list(disabled), force), attempt, body)
 
 
 def skip_if_localized(event, key):
@@ -267,7 +267,7 @@ def flatten_skymap(event_pk, file_pk, attempt=1):
         add_file(event, localization.FLAT_FILENAME, localization.flatten(skymap.read()), tags=[v.SKY_LOC_TAG],
                  message=f"Flattened {skymap.filename}", announce=False)
 
-    run_product_step("skymap_flatten", event, FLATTEN_TASK, (event_pk, file_pk), attempt, body)
+    run_product_step("skymap_flatten", event, flatten_skymap, (event_pk, file_pk), attempt, body)
 
 
 def plot_skymap(event_pk, file_pk, attempt=1):
@@ -280,7 +280,7 @@ def plot_skymap(event_pk, file_pk, attempt=1):
         add_file(event, skymap.name.removesuffix(MULTIORDER_SUFFIX) + ".png", png, tags=[v.SKY_LOC_TAG],
                  message=f"Mollweide projection of {skymap.filename}", announce=False)
 
-    run_product_step("skymap_plot", event, "alerts.annotations.plot_skymap", (event_pk, file_pk), attempt, body)
+    run_product_step("skymap_plot", event, plot_skymap, (event_pk, file_pk), attempt, body)
 
 
 def accept_pipeline_skymap(event, stored, attempt=1):
@@ -296,7 +296,7 @@ def accept_pipeline_skymap(event, stored, attempt=1):
             add_label(event, SKYMAP_READY)
             workers.enqueue(plot_skymap, event.pk, stored.pk)
 
-    run_product_step("pipeline_skymap", event, "alerts.annotations.accept_pipeline_skymap_task",
+    run_product_step("pipeline_skymap", event, accept_pipeline_skymap_task,
                      (event.pk, stored.pk), attempt, body)
 
 
@@ -324,7 +324,7 @@ def classify_source(event_pk, attempt=1):
             add_label(event, EMBRIGHT_READY)
             workers.enqueue(plot_probabilities, event_pk, stored.pk, "Source properties")
 
-    run_product_step("em_bright", event, "alerts.annotations.classify_source", (event_pk,), attempt, body)
+    run_product_step("em_bright", event, classify_source, (event_pk,), attempt, body)
 
 
 def template_of(event):
@@ -398,7 +398,7 @@ def compute_pastro(event_pk, attempt=1):
             add_label(event, PASTRO_READY)
             workers.enqueue(plot_probabilities, event_pk, stored.pk, "p_astro")
 
-    run_product_step("p_astro", event, "alerts.annotations.compute_pastro", (event_pk,), attempt, body)
+    run_product_step("p_astro", event, compute_pastro, (event_pk,), attempt, body)
 
 
 def accept_pipeline_pastro(event, stored, attempt=1):
@@ -420,7 +420,7 @@ def accept_pipeline_pastro(event, stored, attempt=1):
             add_label(event, PASTRO_READY)
             workers.enqueue(plot_probabilities, event.pk, stored.pk, "p_astro")
 
-    run_product_step("pipeline_p_astro", event, "alerts.annotations.accept_pipeline_pastro_task",
+    run_product_step("pipeline_p_astro", event, accept_pipeline_pastro_task,
                      (event.pk, stored.pk), attempt, body)
 
 
@@ -440,7 +440,7 @@ def plot_probabilities(event_pk, file_pk, title, attempt=1):
         add_file(event, source.name.removesuffix(".json") + ".png", png, tags=source.tags,
                  message=f"Bar chart of {source.filename}", announce=False)
 
-    run_product_step("probability_plot", event, "alerts.annotations.plot_probabilities",
+    run_product_step("probability_plot", event, plot_probabilities,
                      (event_pk, file_pk, title), attempt, body)
 
 
