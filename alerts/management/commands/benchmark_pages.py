@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from alerts import models
 from alerts.store import add_file
-from alerts.vocabulary import ADVOK, ADVREQ, DQOK, GCN_PRELIM_SENT, P_ASTRO_TAG, SKY_LOC_TAG
+from alerts.vocabulary import ADVOK, ADVREQ, CBC, DQOK, GCN_PRELIM_SENT, P_ASTRO_TAG, SKY_LOC_TAG
 
 GPS_START = 1_400_000_000.0
 P_ASTRO = {"BNS": 0.9, "NSBH": 0.05, "BBH": 0.03, "Terrestrial": 0.02}
@@ -85,7 +85,7 @@ class Command(BaseCommand):
                               date=day + datetime.timedelta(days=i // 20), day_index=i % 20)
             for i in range(count)], batch_size=2000)
         events = models.Event.objects.bulk_create([
-            models.Event(graceid=f"GBENCH{i * per + j:07d}", group="CBC", pipeline=("gstlal", "pycbc", "mbta")[j % 3],
+            models.Event(graceid=f"GBENCH{i * per + j:07d}", group=CBC, pipeline=("gstlal", "pycbc", "mbta")[j % 3],
                          gpstime=superevent.t_0 + 0.01 * j, far=1e-9 * (1 + j), snr=10.0, instruments="H1,L1,V1",
                          superevent=superevent, grouping_done=True)
             for i, superevent in enumerate(superevents) for j in range(per)], batch_size=5000)
