@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test benchmark clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# GWCelery's real IGWN Alert sample messages (tests/test_listen_samples.py):
+	# its data files only, so none of its dependencies (Celery ...) come along.
+	$(PY) -m pip install --quiet --no-deps gwcelery==3.0.0
 	touch $(STAMP)
 
 install: $(STAMP)

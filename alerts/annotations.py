@@ -355,9 +355,10 @@ def expected_annotations(event):
     """READY labels of ``event`` that an alert may wait for: those already
     there, and those whose input is there or on its way. A sky map is on its
     way when the coinc.xml carries PSDs, a psd.xml.gz (or, for Burst, the
-    pipeline's sky map) is stored, or a BAYESTAR step is running; p_astro and
-    source classification are computed at once for every CBC event. What is
-    neither there nor announced is not waited for."""
+    pipeline's sky map) is stored or being downloaded from GraceDB (announced
+    by a message: ``alerts.gracedb_source``), or a BAYESTAR step is running;
+    p_astro and source classification are computed at once for every CBC
+    event. What is neither there nor announced is not waited for."""
     needed = policy()["COMPLETE_ANNOTATIONS"].get(event.group, [])
     labels = event.label_names()
     expected = []
@@ -371,9 +372,18 @@ def skymap_on_its_way(event):
     if event.group == v.CBC and event.extra_attributes.get("has_psd"):
         return True
     names = set(event.files.values_list("name", flat=True))
-    if PSD in names or any(name.endswith(MULTIORDER_SUFFIX) for name in names):
+    if skymap_input(names):
         return True
-    return event.step_runs.filter(step="bayestar", status=StepRun.Status.RUNNING).exists()
+    running = event.step_runs.filter(status=StepRun.Status.RUNNING)
+    if running.filter(step="bayestar").exists():
+        return True
+    return skymap_input(set(running.filter(step=v.DOWNLOAD_STEP).values_list("subject", flat=True)))
+
+
+def skymap_input(names):
+    """Whether files of these names give an event a sky map: a psd.xml.gz
+    (its coinc.xml is fetched before it), or a pipeline's multi-order sky map."""
+    return PSD in names or any(name.endswith(MULTIORDER_SUFFIX) for name in names)
 
 
 def compute_pastro(event_pk, attempt=1):

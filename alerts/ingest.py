@@ -15,7 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from alerts import gracedb_source, workers
+from alerts import gracedb_source
 from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, add_event_file, create_event, finite_number, quoted,
                            reject, validate_tags, validate_text)
 from alerts.models import Category, Event, Superevent
@@ -356,7 +356,7 @@ def apply_log(owner, uid, data):
         if isinstance(owner, Event) and gracedb_source.enabled():
             log(owner, f"{comment} (file {filename} announced; downloading it from GraceDB)".strip(),
                 tags=tag_names, external_key=key)
-            workers.enqueue(gracedb_source.FETCH_TASK, owner.pk, filename, tag_names or None)
+            gracedb_source.announce(owner, filename, tag_names or None)
             return f"{uid}: file {filename} announced, downloading it from GraceDB"
         log(owner, f"{comment} (file {filename} announced; not available locally)".strip(),
             tags=tag_names, external_key=key)

@@ -327,6 +327,10 @@ class StepRun(models.Model):
         SKIPPED = "skipped", "Skipped"
 
     step = models.CharField(max_length=64)
+    # What the step works on when its step name does not say it: the file a
+    # download fetches (a download is recorded when it is announced, so
+    # "running" means queued or running).
+    subject = models.CharField(max_length=128, blank=True, default="")
     event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.CASCADE, related_name="step_runs")
     superevent = models.ForeignKey(
         Superevent, null=True, blank=True, on_delete=models.CASCADE, related_name="step_runs"

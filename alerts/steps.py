@@ -31,17 +31,19 @@ def record_step(step, *, event=None, superevent=None, reraise=True):
     try:
         yield run
     except StepSkipped as skipped:
-        _finish(run, StepRun.Status.SKIPPED, str(skipped))
+        finish(run, StepRun.Status.SKIPPED, str(skipped))
     except Exception as error:
-        _finish(run, StepRun.Status.FAILED, f"{type(error).__name__}: {error}")
+        finish(run, StepRun.Status.FAILED, f"{type(error).__name__}: {error}")
         logger.exception("step %s failed", step)
         if reraise:
             raise
     else:
-        _finish(run, StepRun.Status.SUCCEEDED, "")
+        finish(run, StepRun.Status.SUCCEEDED, "")
 
 
-def _finish(run, status, error):
+def finish(run, status, error=""):
+    """End ``run`` with ``status`` (and why, if it did not succeed); for a
+    step that spans tasks (a download retried later), whose last task ends it."""
     run.status = status
     run.error = error[:MAX_ERROR_CHARS]
     run.finished = timezone.now()

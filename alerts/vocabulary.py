@@ -86,3 +86,8 @@ ROLE_TEST = "test"
 # --- user groups (who may do what; alerts.roles) ------------------------------
 ADVOCATES_GROUP = "advocates"
 PIPELINES_GROUP = "pipelines"
+
+# --- step names shared between modules (StepRun.step) ---------------------------
+# A file announced by an IGWN Alert message, fetched from the source GraceDB
+# (StepRun.subject is the file name; recorded when announced).
+DOWNLOAD_STEP = "gracedb_download"

@@ -8,6 +8,8 @@ import pytest
 
 from alerts import gracedb_source, gracedb_writeback, listen
 from alerts.models import Event, File, Log, Notice, WriteBack
+from alerts.science.coinc import parse_coinc
+from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
 from tests.test_ingest import log_message, message
 from tests.gracedb_remote import pipeline_client, remote_gracedb_server
 from tests.kafka import publish
@@ -117,3 +119,54 @@ def test_a_download_that_fails_for_a_while_is_retried_and_a_refusal_is_logged(mo
     monkeypatch.setattr(gracedb_source, "download", refused)
     gracedb_source.fetch_announced_file(event.pk, "ranking_data.xml.gz")
     assert Log.objects.filter(event=event, message__startswith="Could not download ranking_data.xml.gz").count() == 1
+
+
+@pytest.mark.usefixtures("superevent_manager_only")
+def test_an_announced_file_is_under_way_until_its_download_ends(monkeypatch, mock_events, settings):
+    """From the message that announces a psd.xml.gz until its download
+    stores it or gives up, the event's sky map is on its way, so an alert
+    waits for it (bounded by the annotation wait); a dead GraceDB ends that."""
+    from alerts import annotations, ingest
+    from alerts.models import StepRun
+    from tests.test_ingest import new_event
+
+    settings.GRACEDB = {**settings.GRACEDB, "url": "http://gracedb.invalid/api/",
+                        "retry": {"initial_s": 0.0, "factor": 2.0, "max_attempts": 2}}
+    mock = min(mock_events, key=lambda m: m.far)
+    announced = new_event("G700001", mock)
+    for item in [announced, log_message("G700001", 2, "PSD", filename="psd.xml.gz", file_version=0, tags=["psd"],
+                                        obj=announced["object"])]:
+        ingest.apply_message(item)
+    event = Event.objects.get(graceid="G700001")
+    download_run = StepRun.objects.get(event=event, step="gracedb_download")
+    assert (download_run.subject, download_run.status) == ("psd.xml.gz", StepRun.Status.RUNNING)
+    assert "SKYMAP_READY" in annotations.expected_annotations(event)
+
+    def dead(graceid, filename):
+        raise gracedb_source.TransientError("GraceDB answered 503")
+
+    monkeypatch.setattr(gracedb_source, "download", dead)
+    gracedb_source.fetch_announced_file(event.pk, "psd.xml.gz", ["psd"], 1, download_run.pk)
+    download_run.refresh_from_db()
+    assert (download_run.status, download_run.attempt) == (StepRun.Status.RUNNING, 1)  # a retry is due
+    assert "SKYMAP_READY" in annotations.expected_annotations(event)
+    gracedb_source.fetch_announced_file(event.pk, "psd.xml.gz", ["psd"], 2, download_run.pk)
+    download_run.refresh_from_db()
+    assert download_run.status == StepRun.Status.FAILED and "giving up" in download_run.error
+    assert "SKYMAP_READY" not in annotations.expected_annotations(event)
+
+    # A download that works: stored as an upload, and the coinc.xml fetched
+    # first gives the event what its upload would have read from it.
+    assert "f_low" not in event.extra_attributes  # GraceDB's event object does not carry it
+    files = {"coinc.xml": mock.coinc_xml, "psd.xml.gz": mock.psd_xml_gz}
+    monkeypatch.setattr(gracedb_source, "download", lambda graceid, filename: files[filename])
+    run = gracedb_source.announce(event, "psd.xml.gz", ["psd"])
+    gracedb_source.fetch_announced_file(event.pk, "psd.xml.gz", ["psd"], 1, run.pk)
+    run.refresh_from_db()
+    assert run.status == StepRun.Status.SUCCEEDED
+    assert {file.name for file in File.objects.filter(event=event)} == {"coinc.xml", "psd.xml.gz"}
+    event.refresh_from_db()
+    parsed = parse_coinc(mock.coinc_xml)
+    assert (event.extra_attributes["f_low"], event.extra_attributes["has_psd"]) == (parsed.f_low, parsed.has_psd)
+    assert event.extra_attributes["gps_nanoseconds"] == parsed.gps_nanoseconds
+    assert "SingleInspiral" in event.extra_attributes  # what the message said is kept
