@@ -18,7 +18,8 @@ from django.db import transaction
 from alerts import gracedb_source, workers
 from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, add_event_file, create_event, finite_number, quoted,
                            reject, validate_tags, validate_text)
-from alerts.models import Category, Event, Superevent
+from alerts.models import Category, Event, Log, Superevent
+from alerts.prepared import Param, PreparedSelect
 from alerts.science.coinc import chirp_mass
 from alerts.store import add_label, log, remove_label
 from alerts import vocabulary as v
@@ -98,7 +99,14 @@ def ingest_stream(source):
     each is applied. A message that cannot be applied, for whatever reason,
     is recorded as a Rejection with a one-line reason and the stream goes on.
     """
-    for item in split_messages(source):
+    return apply_each(split_messages(source))
+
+
+def apply_each(items):
+    """`ingest_stream` for messages already parsed (``listen`` gets them
+    decoded from Kafka): each item a message, or a MessageError for input
+    that could not be read as one."""
+    for item in items:
         try:
             if isinstance(item, MessageError):
                 raise item
@@ -181,11 +189,18 @@ def apply_common(owner, uid, alert_type, data):
     raise MessageError(f"{uid}: alert_type {alert_type!r} does not apply here")
 
 
+# The two reads of every label or log message, compiled once per process.
+_event_named = PreparedSelect(lambda _: Event.objects.filter(graceid=Param("graceid", Event._meta.get_field("graceid")))[:1])
+_logged = PreparedSelect(lambda owner_model: Log.objects.filter(
+    **{"event" if owner_model is Event else "superevent": Param("owner", owner_model._meta.pk),
+       "external_key": Param("external_key", Log._meta.get_field("external_key"))}).values_list("pk")[:1])
+
+
 def ensure_event(uid, obj):
     """The event named ``uid``, created from the message's object if unknown."""
-    event = Event.objects.filter(graceid=uid).first()
-    if event:
-        return event, False
+    found = _event_named(None, graceid=uid)
+    if found:
+        return found[0], False
     if not obj:
         raise MessageError(f"{uid}: unknown event and the message carries no object to create it from")
     group = GROUP_NAMES.get(str(obj.get("group", "")).lower())
@@ -341,7 +356,7 @@ def apply_log(owner, uid, data):
                      or filename in {".", ".."} or not filename.isprintable()):
         raise MessageError(f"{uid}: announced file name must be a plain file name, got {filename!r}")
     key = f"log:{data.get('N', '')}:{filename}:{data.get('file_version', '')}:{comment}"[:128]
-    if owner.logs.filter(external_key=key).exists():
+    if _logged(type(owner), owner=owner.pk, external_key=key):
         return f"{uid}: log already recorded (repeated message)"
     if filename:
         local = locate_file(uid, filename)
@@ -351,17 +366,17 @@ def apply_log(owner, uid, data):
                                message=comment or None)
             except UploadError as error:
                 raise MessageError(f"{uid}: {error}") from None
-            log(owner, f"Ingested {filename} announced by IGWN Alert", external_key=key)
+            log(owner, f"Ingested {filename} announced by IGWN Alert", external_key=key, repeat_checked=True)
             return f"{uid}: file {filename} stored"
         if isinstance(owner, Event) and gracedb_source.enabled():
             log(owner, f"{comment} (file {filename} announced; downloading it from GraceDB)".strip(),
-                tags=tag_names, external_key=key)
+                tags=tag_names, external_key=key, repeat_checked=True)
             workers.enqueue(gracedb_source.FETCH_TASK, owner.pk, filename, tag_names or None)
             return f"{uid}: file {filename} announced, downloading it from GraceDB"
         log(owner, f"{comment} (file {filename} announced; not available locally)".strip(),
-            tags=tag_names, external_key=key)
+            tags=tag_names, external_key=key, repeat_checked=True)
         return f"{uid}: file {filename} announced, not available locally"
-    log(owner, comment or "(empty log message)", tags=tag_names, external_key=key)
+    log(owner, comment or "(empty log message)", tags=tag_names, external_key=key, repeat_checked=True)
     return f"{uid}: log recorded"
 
 
