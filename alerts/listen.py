@@ -32,7 +32,7 @@ import zlib
 
 from django.db import close_old_connections, transaction
 
-from alerts.ingest import INGEST_SOURCE, apply_each
+from alerts.ingest import INGEST_SOURCE, all_or_nothing, all_or_nothing_active, apply_each
 from alerts.events import reject
 from alerts.listen_worker import WorkerFailed, WorkerPool
 
@@ -107,6 +107,8 @@ def apply_payload(payload):
     try:
         content = message_content(payload)
     except (ValueError, TypeError, UnicodeDecodeError) as error:
+        if all_or_nothing_active():
+            raise
         reason = f"not a JSON message: {error}"
         raw = getattr(payload, "content", payload)
         reject(INGEST_SOURCE, reason, excerpt=raw if isinstance(raw, (bytes, str)) else repr(raw))
@@ -116,10 +118,18 @@ def apply_payload(payload):
 
 
 def apply_part(payloads):
-    """Apply ``payloads`` in one transaction, each message in a savepoint of
-    its own (a bad one is rolled back and recorded, the rest stay); the
-    outcomes, once committed."""
+    """Apply ``payloads`` in one transaction; the outcomes, once committed.
+
+    First all of them without savepoints; if one fails, that is rolled
+    back and the part applied again with each message in a savepoint of
+    its own, so a bad message is rolled back and recorded and the rest stay.
+    """
     try:
+        try:
+            with transaction.atomic(), all_or_nothing():
+                return [apply_payload(payload) for payload in payloads]
+        except Exception:  # noqa: BLE001 - a bad message (or a database error, which the second pass meets too)
+            logger.debug("a message of the batch failed; applying it message by message", exc_info=True)
         with transaction.atomic():
             return [apply_payload(payload) for payload in payloads]
     finally:
