@@ -23,7 +23,7 @@ from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, add_event_file, cr
 from alerts.models import Category, Event, Log, Superevent
 from alerts.prepared import Param, PreparedSelect
 from alerts.science.coinc import chirp_mass
-from alerts.store import add_label, log, remove_label
+from alerts.store import add_label, log, log_once, remove_label
 from alerts import vocabulary as v
 from alerts.config import policy
 
@@ -382,28 +382,28 @@ def apply_log(owner, uid, data):
                      or filename in {".", ".."} or not filename.isprintable()):
         raise MessageError(f"{uid}: announced file name must be a plain file name, got {filename!r}")
     key = f"log:{data.get('N', '')}:{filename}:{data.get('file_version', '')}:{comment}"[:128]
+    if not filename:
+        if not log_once(owner, comment or "(empty log message)", tags=tag_names, external_key=key):
+            return f"{uid}: log already recorded (repeated message)"
+        return f"{uid}: log recorded"
     if _logged(type(owner), owner=owner.pk, external_key=key):
         return f"{uid}: log already recorded (repeated message)"
-    if filename:
-        local = locate_file(uid, filename)
-        if local is not None and isinstance(owner, Event):
-            try:
-                add_event_file(owner, filename, local.read_bytes(), tags=tag_names or None,
-                               message=comment or None)
-            except UploadError as error:
-                raise MessageError(f"{uid}: {error}") from None
-            log(owner, f"Ingested {filename} announced by IGWN Alert", external_key=key, repeat_checked=True)
-            return f"{uid}: file {filename} stored"
-        if isinstance(owner, Event) and gracedb_source.enabled():
-            log(owner, f"{comment} (file {filename} announced; downloading it from GraceDB)".strip(),
-                tags=tag_names, external_key=key, repeat_checked=True)
-            workers.enqueue(gracedb_source.FETCH_TASK, owner.pk, filename, tag_names or None)
-            return f"{uid}: file {filename} announced, downloading it from GraceDB"
-        log(owner, f"{comment} (file {filename} announced; not available locally)".strip(),
+    local = locate_file(uid, filename)
+    if local is not None and isinstance(owner, Event):
+        try:
+            add_event_file(owner, filename, local.read_bytes(), tags=tag_names or None, message=comment or None)
+        except UploadError as error:
+            raise MessageError(f"{uid}: {error}") from None
+        log(owner, f"Ingested {filename} announced by IGWN Alert", external_key=key, repeat_checked=True)
+        return f"{uid}: file {filename} stored"
+    if isinstance(owner, Event) and gracedb_source.enabled():
+        log(owner, f"{comment} (file {filename} announced; downloading it from GraceDB)".strip(),
             tags=tag_names, external_key=key, repeat_checked=True)
-        return f"{uid}: file {filename} announced, not available locally"
-    log(owner, comment or "(empty log message)", tags=tag_names, external_key=key, repeat_checked=True)
-    return f"{uid}: log recorded"
+        workers.enqueue(gracedb_source.FETCH_TASK, owner.pk, filename, tag_names or None)
+        return f"{uid}: file {filename} announced, downloading it from GraceDB"
+    log(owner, f"{comment} (file {filename} announced; not available locally)".strip(),
+        tags=tag_names, external_key=key, repeat_checked=True)
+    return f"{uid}: file {filename} announced, not available locally"
 
 
 def locate_file(uid, filename):
