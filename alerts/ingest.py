@@ -216,10 +216,12 @@ def apply_common(owner, uid, alert_type, data):
 
 
 # The two reads of every label or log message, compiled once per process.
-_event_named = PreparedSelect(lambda _: Event.objects.filter(graceid=Param("graceid", Event._meta.get_field("graceid")))[:1])
+_event_named = PreparedSelect(lambda _: Event.objects.filter(graceid=Param("graceid", Event._meta.get_field("graceid")))[:1],
+                              server_prepared=True)
 _logged = PreparedSelect(lambda owner_model: Log.objects.filter(
     **{"event" if owner_model is Event else "superevent": Param("owner", owner_model._meta.pk),
-       "external_key": Param("external_key", Log._meta.get_field("external_key"))}).values_list("pk")[:1])
+       "external_key": Param("external_key", Log._meta.get_field("external_key"))}).values_list("pk")[:1],
+    server_prepared=True)
 
 
 def ensure_event(uid, obj):

@@ -56,8 +56,11 @@ class PreparedSelect:
     names its shape (e.g. how many conditions it ORs), one compilation per
     key. Runs give model instances, or tuples for a ``values_list``."""
 
-    def __init__(self, build):
+    def __init__(self, build, server_prepared=False):
+        """``server_prepared``: on PostgreSQL, also a server-side prepared
+        statement (`execute_prepared`)."""
         self.build = build
+        self.server_prepared = server_prepared
         self._compiled = {}  # shared by threads: it names no connection object
 
     def __call__(self, key, **values):
@@ -67,9 +70,12 @@ class PreparedSelect:
             compiled = self._compiled[key] = _Compiled(self.build(key))
         connection = connections[compiled.alias]
         params = [values[param.name] if isinstance(param, Param) else param for param in compiled.params]
-        with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
-            rows = cursor.fetchall()
+        if self.server_prepared and compiled.vendor == "postgresql":
+            rows = execute_prepared(compiled.alias, compiled.sql, params, rows=True)
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(compiled.sql, params)
+                rows = cursor.fetchall()
         objects = []
         for row in rows:
             if compiled.converters:
@@ -115,6 +121,22 @@ class PreparedUpdate:
         with transaction.mark_for_rollback_on_error(using=alias), connections[alias].cursor() as cursor:
             cursor.execute(sql, [values[p.name] if isinstance(p, Param) else p for p in params])
             return cursor.rowcount
+
+
+def execute_prepared(using, sql, params, rows=False):
+    """Run a PostgreSQL statement (``%s`` placeholders) as a server-side
+    prepared statement, parsed and planned once per connection; returns
+    the row count (or the rows). Django binds values on the client (its
+    cursors send the statement text whole each time); measured on
+    `listen`'s three statements per message, preparing them halved a
+    message's time."""
+    import psycopg
+
+    connection = connections[using]
+    connection.ensure_connection()
+    with transaction.mark_for_rollback_on_error(using=using), psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall() if rows else cursor.rowcount
 
 
 # Most rows `insert` compiles a statement for; larger batches use bulk_create.

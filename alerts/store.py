@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from alerts import handlers
 from alerts.models import Event, File, Label, Log, Superevent
-from alerts.prepared import insert
+from alerts.prepared import execute_prepared, insert
 
 
 def owner_kwargs(owner):
@@ -50,9 +50,7 @@ def log_once(owner, message, tags=(), external_key=""):
     values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in _LOG_FIELDS]
     # Raw SQL: the look-up and the INSERT in one statement (an ingested log
     # message's round trips, measured in `listen`).
-    with transaction.mark_for_rollback_on_error(using=using), connection.cursor() as cursor:
-        cursor.execute(_insert_log_once_sql(connection, owner_column), values + [owner.pk, external_key])
-        return cursor.rowcount == 1
+    return execute_prepared(using, _insert_log_once_sql(connection, owner_column), values + [owner.pk, external_key]) == 1
 
 
 def pending_log(owner, message, file=None, tags=()):
@@ -106,9 +104,7 @@ def insert_label_once(owner, name, creator, entry):
     # Raw SQL: one statement instead of five (a lookup, a savepoint, the
     # INSERT, its release, the log's INSERT); measured, these round trips
     # were most of a label message's time in `listen`.
-    with transaction.mark_for_rollback_on_error(using=using), connection.cursor() as cursor:
-        cursor.execute(_insert_label_once_sql(connection), values)
-        return cursor.rowcount == 1
+    return execute_prepared(using, _insert_label_once_sql(connection), values) == 1
 
 
 _LABEL_FIELDS = [field for field in Label._meta.concrete_fields if not field.primary_key]
