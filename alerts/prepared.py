@@ -123,18 +123,30 @@ class PreparedUpdate:
             return cursor.rowcount
 
 
+# psycopg prepares a statement that asks for it (``prepare=True``) only on
+# a connection with a threshold; Django leaves it unset (None) for
+# transaction-mode connection poolers, which cannot keep prepared statements.
+PREPARE_THRESHOLD = 5
+
+
 def execute_prepared(using, sql, params, rows=False):
     """Run a PostgreSQL statement (``%s`` placeholders) as a server-side
     prepared statement, parsed and planned once per connection; returns
     the row count (or the rows). Django binds values on the client (its
-    cursors send the statement text whole each time); measured on
-    `listen`'s three statements per message, preparing them halved a
-    message's time."""
+    cursors send the statement text whole each time, with the values
+    quoted into it); measured on `listen`'s statements per message, this
+    took a message from 3.6-4.2 ms to 2.7-3.2 ms (4-5 ms before binding on
+    the server)."""
     import psycopg
 
     connection = connections[using]
     connection.ensure_connection()
-    with transaction.mark_for_rollback_on_error(using=using), psycopg.Cursor(connection.connection) as cursor:
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns psycopg's preparing off; Django's own (client-side
+        # binding) cursors never prepare, so only these statements are.
+        raw.prepare_threshold = PREPARE_THRESHOLD
+    with transaction.mark_for_rollback_on_error(using=using), psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchall() if rows else cursor.rowcount
 
