@@ -57,7 +57,7 @@ def superevent_file_added(superevent_pk, file_pk):
         queue(f"file:{file_pk}")
 
 
-@handles(handlers.EVENT_LABEL_ADDED)
+@handles(handlers.EVENT_LABEL_ADDED, when=lambda *_: enabled())
 def event_label_added(event_pk, name):
     """The label, and the event's own products: some are stored without an
     announcement of their own (the sky map comes with SKYMAP_READY)."""
@@ -72,7 +72,7 @@ def event_label_added(event_pk, name):
             queue(key)
 
 
-@handles(handlers.SUPEREVENT_LABEL_ADDED)
+@handles(handlers.SUPEREVENT_LABEL_ADDED, when=lambda *_: enabled())
 def superevent_label_added(superevent_pk, name):
     label = Label.objects.filter(superevent_id=superevent_pk, name=name).first()
     if enabled() and label is not None and label.creator != INGESTED_LABEL_CREATOR:

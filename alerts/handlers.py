@@ -28,10 +28,18 @@ KINDS = {
 }
 
 _subscribers = defaultdict(list)
+_conditions = {}  # (kind, path) -> when
 
 
-def handles(kind):
-    """Subscribe the decorated module-level function to ``kind``."""
+def handles(kind, when=None):
+    """Subscribe the decorated module-level function to ``kind``.
+
+    ``when(*args)``, if given, is the handler's own first test of its
+    arguments, cheap and without the database (a label's name, a setting):
+    where it is false the handler would return at once, so ``dispatch``
+    queues no task for it (a task costs a queue round trip; an IGWN Alert
+    stream carries many labels no handler acts on).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown handler kind {kind!r}")
 
@@ -39,6 +47,8 @@ def handles(kind):
         path = f"{func.__module__}.{func.__qualname__}"
         if path not in _subscribers[kind]:
             _subscribers[kind].append(path)
+        if when is not None:
+            _conditions[(kind, path)] = when
         return func
 
     return register
@@ -51,10 +61,11 @@ def subscribers(kind):
 def dispatch(kind, *args, done=()):
     """Queue every subscriber of ``kind`` (after the current transaction
     commits), except those in ``done`` (functions whose work the caller did
-    in the same transaction)."""
+    in the same transaction) and those whose ``when`` is false."""
     if kind not in KINDS:
         raise ValueError(f"unknown handler kind {kind!r}")
     skipped = {workers.task_path(func) for func in done}
     for path in _subscribers[kind]:
-        if path not in skipped:
+        when = _conditions.get((kind, path))
+        if path not in skipped and (when is None or when(*args)):
             workers.enqueue(path, *args)

@@ -14,13 +14,14 @@ recorded), so a listener killed at any moment loses nothing, and the ingest
 path's idempotency makes the redelivered tail change nothing.
 
 Messages are applied in batches of what has arrived (``read_batch``), one
-database transaction per batch and worker thread, and their offsets are
-stored after that commit.
+database transaction per batch (per worker process with ``workers`` >= 2:
+alerts/listen_worker.py), and their offsets are stored after that commit.
 
 Broker trouble is librdkafka's to retry (with its reconnect backoff); its
 errors are logged at most once per ``LOG_INTERVAL_S``, and a fatal error
 reopens the stream after a growing pause, never a crash loop.
 """
+import collections
 import dataclasses
 import datetime
 import json
@@ -28,18 +29,21 @@ import logging
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, transaction
 
-from alerts.ingest import INGEST_SOURCE, ingest_stream
+from alerts.ingest import INGEST_SOURCE, all_or_nothing, all_or_nothing_active, apply_each
 from alerts.events import reject
+from alerts.listen_worker import WorkerFailed, WorkerPool
 
 logger = logging.getLogger(__name__)
 
 LOG_INTERVAL_S = 10.0
 BATCH_TIMEOUT = datetime.timedelta(seconds=0.2)
 BATCH_MAX = 200  # messages applied in one transaction (per worker) at most
+# Batches handed to worker processes and not yet answered: the listener reads
+# the next batch while the workers apply this one.
+IN_FLIGHT_MAX = 2
 REOPEN_BACKOFF_S = (1.0, 60.0)  # first and longest pause before reopening a failed stream
 
 
@@ -54,16 +58,15 @@ def kafka_url(broker, topics, username=""):
     return f"kafka://{user}{broker}/{','.join(topics)}"
 
 
-def message_text(payload):
-    """The JSON text of a message as hop hands it over (a JSONBlob, a Blob of
-    bytes, or an already decoded object), or raise ValueError."""
+def message_content(payload):
+    """A message as hop hands it over (a JSONBlob, a Blob of bytes, or an
+    already decoded object), decoded; raise ValueError if it is not JSON."""
     content = getattr(payload, "content", payload)
     if isinstance(content, (bytes, bytearray)):
         content = bytes(content).decode("utf-8")
     if isinstance(content, str):
         content = json.loads(content)
-    # One line, so that ingest reads it as one message whatever its layout.
-    return json.dumps(content)
+    return content
 
 
 @dataclasses.dataclass
@@ -102,13 +105,35 @@ def apply_payload(payload):
     """Apply one message; (True, what was done) or (False, why it was refused).
     A message that is not JSON is recorded as a Rejection like any bad message."""
     try:
-        text = message_text(payload)
+        content = message_content(payload)
     except (ValueError, TypeError, UnicodeDecodeError) as error:
+        if all_or_nothing_active():
+            raise
         reason = f"not a JSON message: {error}"
         raw = getattr(payload, "content", payload)
         reject(INGEST_SOURCE, reason, excerpt=raw if isinstance(raw, (bytes, str)) else repr(raw))
         return False, reason
-    return next(iter(ingest_stream([text])))
+    # The path of `ingest` from the parsed message on.
+    return next(iter(apply_each([content])))
+
+
+def apply_part(payloads):
+    """Apply ``payloads`` in one transaction; the outcomes, once committed.
+
+    First all of them without savepoints; if one fails, that is rolled
+    back and the part applied again with each message in a savepoint of
+    its own, so a bad message is rolled back and recorded and the rest stay.
+    """
+    try:
+        try:
+            with transaction.atomic(), all_or_nothing():
+                return [apply_payload(payload) for payload in payloads]
+        except Exception:  # noqa: BLE001 - a bad message (or a database error, which the second pass meets too)
+            logger.debug("a message of the batch failed; applying it message by message", exc_info=True)
+        with transaction.atomic():
+            return [apply_payload(payload) for payload in payloads]
+    finally:
+        close_old_connections()
 
 
 def uid_of(payload):
@@ -163,21 +188,12 @@ def read_batch(consumer, most):
     return [consumer._unpack(message, metadata=True) for message in messages]
 
 
-def close_worker_connections(pool, workers):
-    """Close the database connection of each of the pool's threads (each
-    runs one of these calls: they wait for one another)."""
-    if workers < 2:
-        return
-    barrier = threading.Barrier(workers)
-
-    def close():
-        try:
-            barrier.wait(timeout=30)
-        finally:
-            connections.close_all()
-
-    for future in [pool.submit(close) for _ in range(workers)]:
-        future.exception()
+def split_by_uid(payloads, count):
+    """``payloads`` in ``count`` parts, a uid's messages in one part, in order."""
+    parts = [[] for _ in range(count)]
+    for payload in payloads:
+        parts[zlib.crc32(uid_of(payload).encode()) % count].append(payload)
+    return parts
 
 
 class Listener:
@@ -192,6 +208,8 @@ class Listener:
         self.broker_errors = RateLimitedLog(conf.get("log_interval_s", LOG_INTERVAL_S))
         self._stopped = threading.Event()
         self._consumer = None
+        self._pool = None
+        self._in_flight = collections.deque()  # (metadata of a batch, workers with a part of it)
 
     def _hop_stream(self):
         from hop import Stream
@@ -218,21 +236,42 @@ class Listener:
         """Read until ``stop()`` (or ``max_messages`` applied or rejected)."""
         pause = REOPEN_BACKOFF_S[0]
         self._max_messages = max_messages
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="igwn-alert-apply") as pool:
-            self._pool = pool
-            try:
-                self._run_streams(pause)
-            finally:
-                close_worker_connections(pool, self.workers)
+        try:
+            self._run_streams(pause)
+        finally:
+            self._close_pool()
         return self.progress
+
+    def _close_pool(self):
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _abandon_in_flight(self, error):
+        """After a failure: batches not finished are not stored (the reopened
+        stream reads them again); the workers' answers to them are drained,
+        or the workers replaced if one failed."""
+        try:
+            while self._pool is not None and self._in_flight and not isinstance(error, WorkerFailed):
+                for index in self._in_flight.popleft()[1]:
+                    self._pool.receive(index)
+        except WorkerFailed:
+            error = WorkerFailed()
+        self._in_flight.clear()
+        if isinstance(error, WorkerFailed):
+            self._close_pool()
 
     def _run_streams(self, pause):
         while not self._stopped.is_set():
             try:
+                if self.workers > 1 and self._pool is None:
+                    # Forked before the stream opens: no librdkafka thread in the children.
+                    self._pool = WorkerPool(self.workers)
                 self._consumer = self.open()
                 with self._consumer as consumer:
                     self._consume(consumer)
             except Exception as error:  # noqa: BLE001 - never a crash loop: reopen after a pause
+                self._abandon_in_flight(error)
                 if self._stopped.is_set():
                     break
                 self.broker_errors("IGWN Alert stream failed (%s: %s); reopening in %.0f s",
@@ -248,47 +287,61 @@ class Listener:
         is committed to the database."""
         while not self._stopped.is_set():
             batch = read_batch(consumer, self._room())
-            if not batch:
-                continue
-            self._apply_batch([payload for payload, _ in batch])
-            for _, metadata in batch:
-                # Stored only now: the batch has been applied or recorded.
-                consumer.mark_done(metadata)
-            self._report(consumer)
-            if self._max_messages and self.progress.applied + self.progress.rejected >= self._max_messages:
+            if batch:
+                self._start_batch(batch)
+            # Wait for the oldest batch when the workers hold enough, or when
+            # nothing more has come.
+            while self._in_flight and (self._pool is None or len(self._in_flight) >= IN_FLIGHT_MAX
+                                       or not batch or self._stopped.is_set()):
+                self._finish_batch(consumer)
+            if self._max_messages and self._done() >= self._max_messages:
                 self._stopped.set()
+        while self._in_flight:  # stopped: what the workers hold is committed and stored
+            self._finish_batch(consumer)
+
+    def _done(self):
+        return self.progress.applied + self.progress.rejected
 
     def _room(self):
         """How many messages the next batch may hold."""
         if not self._max_messages:
             return BATCH_MAX
-        return max(min(BATCH_MAX, self._max_messages - self.progress.applied - self.progress.rejected), 1)
+        held = sum(len(metadata) for metadata, _ in self._in_flight)
+        return max(min(BATCH_MAX, self._max_messages - self._done() - held), 1)
 
-    def _apply_batch(self, payloads):
-        """Apply ``payloads``: split by uid over the worker threads (a uid's
-        messages stay in order on one of them), each part in one transaction
-        (each message in a savepoint of its own), so a batch costs one commit
-        per worker instead of one per message. Returns once all parts are
-        committed; an error leaves the batch to be read again."""
-        parts = [[] for _ in range(self.workers)]
-        for payload in payloads:
-            parts[zlib.crc32(uid_of(payload).encode()) % self.workers].append(payload)
-        if self.workers == 1:
-            outcomes = [self._apply_part(payloads)]
+    def _start_batch(self, batch):
+        """Apply ``batch`` here (one worker), or hand it, split by uid, to the
+        worker processes (each part one transaction), to be finished by
+        `_finish_batch`."""
+        payloads = [payload for payload, _ in batch]
+        if self._pool is None:
+            outcomes = [apply_part(payloads)]
+            self._in_flight.append(([metadata for _, metadata in batch], outcomes))
+            return
+        holders = []
+        for index, part in enumerate(split_by_uid(payloads, len(self._pool))):
+            if part:
+                # The decoded message, not hop's wrapper: what a pipe carries.
+                self._pool.send(index, [getattr(payload, "content", payload) for payload in part])
+                holders.append(index)
+        self._in_flight.append(([metadata for _, metadata in batch], holders))
+
+    def _finish_batch(self, consumer):
+        """Wait for the oldest batch's parts to be committed, then store its
+        offsets; an error leaves it (and what follows) to be read again."""
+        metadata, holders = self._in_flight[0]
+        if self._pool is None:
+            outcomes = holders
         else:
-            futures = [self._pool.submit(self._apply_part, part) for part in parts if part]
-            outcomes = [future.result() for future in futures]  # re-raises a part's failure
+            outcomes = [self._pool.receive(index) for index in holders]  # a worker's failure raises
+        self._in_flight.popleft()
         for part in outcomes:
             for ok, text in part:
                 self._count(ok, text)
-
-    @staticmethod
-    def _apply_part(payloads):
-        try:
-            with transaction.atomic():
-                return [apply_payload(payload) for payload in payloads]
-        finally:
-            close_old_connections()
+        for item in metadata:
+            # Stored only now: the batch has been applied or recorded.
+            consumer.mark_done(item)
+        self._report(consumer)
 
     def _count(self, ok, text):
         if ok:

@@ -643,8 +643,12 @@ def _reselect(superevent, events, candidates, superevent_labels, messages):
     return True
 
 
-@handles(handlers.EVENT_LABEL_ADDED)
-@handles(handlers.EVENT_LABEL_REMOVED)
+def _orders_events(event_pk, label_name):
+    return label_name in {name for names in policy()["COMPLETE_ANNOTATIONS"].values() for name in names}
+
+
+@handles(handlers.EVENT_LABEL_ADDED, when=_orders_events)
+@handles(handlers.EVENT_LABEL_REMOVED, when=_orders_events)
 def reconsider_on_label(event_pk, label_name):
     """Annotation labels make an event preferable, and their removal (an
     advocate's, or an IGWN Alert's label_removed) less so: re-apply the order.
@@ -654,7 +658,7 @@ def reconsider_on_label(event_pk, label_name):
     waits for the batch and then finds its superevent instead of none.
     Locking the event, then its superevent, is the batch's order too.
     """
-    if label_name not in {name for names in policy()["COMPLETE_ANNOTATIONS"].values() for name in names}:
+    if not _orders_events(event_pk, label_name):
         return
     with transaction.atomic():
         event = Event.objects.select_for_update(no_key=connection.features.has_select_for_no_key_update) \

@@ -527,3 +527,44 @@ def test_ingested_cbc_event_gets_em_bright_and_p_astro_from_its_single_inspiral_
     assert sum(p_astro.values()) == pytest.approx(1.0)
     assert max(("BNS", "NSBH", "BBH"), key=p_astro.get) == "BNS"
     assert {"EMBRIGHT_READY", "PASTRO_READY"} <= event.label_names()
+
+
+def test_a_label_no_handler_acts_on_queues_no_task_and_an_annotation_label_queues_its_own(monkeypatch):
+    """dispatch asks each handler's ``when`` first: a label that every
+    handler would ignore costs no queued task; an annotation label still
+    reaches the handlers that act on it."""
+    from django.db import transaction
+
+    from alerts import handlers, workers
+    from alerts.store import add_label
+    from alerts.vocabulary import EMBRIGHT_READY
+    from tests.factories import make_event
+
+    event = make_event()
+    queued = []
+    monkeypatch.setattr(workers, "enqueue", lambda task, *args, **kwargs: queued.append(workers.task_path(task)))
+    with transaction.atomic():
+        assert add_label(event, "SOME_OTHER_LABEL", creator="igwn-alert")
+    assert queued == []
+    with transaction.atomic():
+        assert add_label(event, EMBRIGHT_READY, creator="igwn-alert")
+    assert set(queued) == {"alerts.orchestrator.flow.annotations_arrived", "alerts.superevents.reconsider_on_label"}
+    assert set(handlers.subscribers(handlers.EVENT_LABEL_ADDED)) > set(queued)  # write-back is off here
+
+
+def test_a_repeated_label_inside_a_transaction_is_refused_without_breaking_it():
+    """The label's single INSERT ... ON CONFLICT DO NOTHING: a second add of
+    the same label returns False and the transaction goes on."""
+    from django.db import transaction
+
+    from alerts.store import add_label
+    from tests.factories import make_event
+
+    event = make_event()
+    with transaction.atomic():
+        assert add_label(event, "DQOK") is True
+        assert add_label(event, "DQOK") is False
+        assert add_label(event, "DQV") is True
+    assert Label.objects.filter(event=event, name="DQOK").count() == 1
+    assert event.label_names() >= {"DQOK", "DQV"}
+    assert Log.objects.filter(event=event, message="Label added: DQOK").count() == 1

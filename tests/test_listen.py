@@ -4,6 +4,7 @@ cluster stands in for the broker), applied as ``ingest`` applies them.
 Messages are written with hop-client, as GraceDB's igwn-alert publisher
 writes them, on GraceDB's topic names.
 """
+import os
 import signal
 import subprocess
 import sys
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from alerts import listen
+from alerts import listen, listen_worker
 from alerts.models import Event, Label, Log, Rejection
 from tests.intake import superevent_manager_only  # noqa: F401 (fixture)
 from tests.kafka import mock_kafka_cluster, publish
-from tests.test_ingest import label_added, log_message, new_event
+from tests.test_ingest import label_added, log_message, message, new_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,6 +75,123 @@ def test_messages_from_kafka_are_applied_like_ingest_and_repeats_change_nothing(
     assert Event.objects.count() == 1
     assert Label.objects.filter(event=event).count() == 1
     assert Log.objects.filter(event=event, message="hello from gstlal").count() == 1
+
+
+def publish_by_uid(broker, topic, messages):
+    """Publish with the uid as the Kafka key, so one uid's messages share a
+    partition: Kafka keeps order within a partition only, and that is the
+    order the listener must keep too."""
+    from hop import Stream
+
+    with Stream(auth=False).open(f"kafka://{broker}/{topic}", "w", automatic_offload=False) as producer:
+        for item in messages:
+            producer.write(item, key=item["uid"].encode())
+
+
+def ordered_stream(graceids, source):
+    """Per event: created, a label added, removed and another added, five
+    numbered logs; a uid's messages only give the right end state in order."""
+    stream = []
+    for graceid in graceids:
+        obj = new_event(graceid, source)["object"]
+        stream += [new_event(graceid, source), label_added(graceid, "DQV", obj=obj),
+                   message(graceid, "label_removed", data={"name": "DQV"}, obj=obj),
+                   label_added(graceid, "DQOK", obj=obj)]
+        stream += [log_message(graceid, number, f"log {number} of {graceid}", obj=obj) for number in range(1, 6)]
+    return stream
+
+
+def assert_applied_in_order(graceids):
+    for graceid in graceids:
+        event = Event.objects.get(graceid=graceid)
+        assert event.label_names() == {"DQOK"}, graceid
+        logs = list(Log.objects.filter(event=event, message__startswith="log ").order_by("pk")
+                    .values_list("message", flat=True))
+        assert logs == [f"log {number} of {graceid}" for number in range(1, 6)], graceid
+
+
+@pytest.mark.usefixtures("superevent_manager_only")
+def test_worker_processes_keep_each_uids_messages_in_order_and_record_a_bad_one(broker, mock_events):
+    """--workers 2: two forked processes apply the batches, split by uid; a
+    bad message inside a batch is recorded and the rest of it applied."""
+    source = mock_events[1]
+    group = f"gracedb-{uuid.uuid4().hex[:6]}"
+    graceids = [f"G71{index:04d}" for index in range(12)]
+    stream = ordered_stream(graceids, source)
+    stream.insert(len(stream) // 2, {"uid": graceids[3], "alert_type": "explode"})
+    publish_by_uid(broker, f"{group}.cbc_gstlal", stream)
+    pids = set()
+    listener = listen.Listener(conf_for(broker, group), workers=2,
+                               on_progress=lambda progress, lag: pids.update(listener._pool.pids))
+    progress = listener.run(max_messages=len(stream))
+    assert (progress.applied, progress.rejected) == (len(stream) - 1, 1)
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert_applied_in_order(graceids)
+    assert list(Rejection.objects.values_list("reason", flat=True)) == [
+        f"{graceids[3]}: unknown event alert_type 'explode'"]
+    assert listener._pool is None  # the workers were stopped with the listener
+
+
+@pytest.mark.usefixtures("superevent_manager_only")
+def test_a_dead_worker_process_stores_no_offset_and_its_batch_is_read_again(broker, mock_events, monkeypatch,
+                                                                            tmp_path, caplog):
+    """A worker process killed while it holds a part: the listener stores no
+    offset of that batch, replaces its workers, reopens the stream and
+    applies everything, each message once in effect."""
+    source = mock_events[1]
+    group = f"gracedb-{uuid.uuid4().hex[:6]}"
+    graceids = [f"G72{index:04d}" for index in range(12)]
+    stream = ordered_stream(graceids, source)
+    publish_by_uid(broker, f"{group}.cbc_gstlal", stream)
+    died = tmp_path / "died"
+    apply_part = listen.apply_part
+
+    def dies_once(part):  # runs in the forked worker processes
+        if not died.exists() and any(item.get("uid") == graceids[5] for item in part):
+            died.write_text(str(os.getpid()))
+            os._exit(9)
+        return apply_part(part)
+
+    monkeypatch.setattr(listen, "apply_part", dies_once)
+    expected_logs = 5 * len(graceids)
+
+    def stop_when_all_applied(progress, lag):
+        if (Log.objects.filter(message__startswith="log ").count() >= expected_logs
+                and Label.objects.filter(name="DQOK").count() == len(graceids)):
+            listener.stop()
+
+    listener = listen.Listener(conf_for(broker, group), workers=2, on_progress=stop_when_all_applied)
+    timer = threading.Timer(240.0, listener.stop)
+    timer.start()
+    try:
+        progress = listener.run()
+    finally:
+        timer.cancel()
+    assert died.exists(), "no worker died; the test proves nothing"
+    assert int(died.read_text()) != os.getpid()
+    assert any("died" in record.getMessage() for record in caplog.records if record.name == "alerts.listen")
+    assert progress.applied >= len(stream)
+    assert_applied_in_order(graceids)
+    assert Log.objects.filter(message__startswith="log ").count() == expected_logs
+    assert not Rejection.objects.exists(), list(Rejection.objects.values_list("reason", flat=True))
+
+
+def test_a_worker_pool_answers_in_order_and_reports_a_death():
+    """The pipes: a part's answer comes back from the worker it went to, and
+    a worker that is gone raises WorkerFailed rather than hanging."""
+    pool = listen_worker.WorkerPool(2)
+    try:
+        pool.send(0, [b"not json"])
+        pool.send(1, [])
+        assert pool.receive(0)[0][0] is False
+        assert pool.receive(1) == []
+        os.kill(pool.pids[1], signal.SIGKILL)
+        with pytest.raises(listen_worker.WorkerFailed, match="died|gone"):
+            pool.send(1, [])
+            pool.receive(1)
+    finally:
+        pool.close()
+    assert Rejection.objects.filter(reason__startswith="not a JSON message").count() == 1
 
 
 def test_an_unreachable_broker_is_logged_once_per_interval_and_never_crashes(caplog):

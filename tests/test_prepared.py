@@ -97,3 +97,34 @@ def test_a_prepared_update_changes_the_row_and_counts_it():
     assert builds == [None]
     superevent.refresh_from_db()
     assert superevent.far == 1e-20
+
+
+def test_a_server_prepared_select_reads_what_the_orm_reads_from_a_statement_prepared_once():
+    """PreparedSelect(server_prepared=True): the same rows as the ORM, from
+    a statement PostgreSQL prepared once for this connection and reuses."""
+    events = [make_event(), make_event(gpstime=T0 + 1000.0)]
+    select = PreparedSelect(lambda _: Event.objects.filter(graceid=Param("graceid", Event._meta.get_field("graceid")))[:1],
+                            server_prepared=True)
+
+    def prepared_count():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            return cursor.fetchone()[0]
+
+    before = prepared_count()
+    for event in events:
+        found = select(None, graceid=event.graceid)
+        assert [(row.pk, row.graceid, row.gpstime, row.far) for row in found] == [
+            (event.pk, event.graceid, event.gpstime, event.far)]
+        assert found[0].superevent_id == Event.objects.get(pk=event.pk).superevent_id
+    assert select(None, graceid="G0NONE") == []
+    assert prepared_count() == before + 1  # three runs, one statement prepared
+
+
+def test_execute_prepared_counts_the_rows_it_writes():
+    event = make_event()
+    sql = f'UPDATE "{Event._meta.db_table}" SET "far" = %s WHERE "id" = %s'
+    assert prepared.execute_prepared("default", sql, [1e-9, event.pk]) == 1
+    assert prepared.execute_prepared("default", sql, [1e-9, -1]) == 0
+    event.refresh_from_db()
+    assert event.far == 1e-9

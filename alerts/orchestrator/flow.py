@@ -156,11 +156,15 @@ RELOOK_S = 1.0
 RELOOKS = 30
 
 
-@handles(handlers.EVENT_LABEL_ADDED)
+def _decides(event_pk, label_name):
+    return label_name in gates.annotation_labels(policy()) or label_name in DECISION_LABELS
+
+
+@handles(handlers.EVENT_LABEL_ADDED, when=_decides)
 def annotations_arrived(event_pk, label_name):
     """A READY label (or DQV, INJ) on a preferred event: take the decision
     again at once, rather than at the next look (which remains the fallback)."""
-    if label_name in gates.annotation_labels(policy()) or label_name in DECISION_LABELS:
+    if _decides(event_pk, label_name):
         _reconsider_for_event(event_pk, f"{label_name} on")
 
 
@@ -186,15 +190,19 @@ def preferred_event_changed(superevent_pk, event_pk):
         reconsider_superevent(superevent_pk, f"preferred event {graceid}", 0)
 
 
-@handles(handlers.SUPEREVENT_LABEL_ADDED)
+def _superevent_decides(superevent_pk, label_name):
+    return label_name in DECISION_LABELS and policy()["PRELIMINARY_ALERTS"]
+
+
+@handles(handlers.SUPEREVENT_LABEL_ADDED, when=_superevent_decides)
 def superevent_label_added(superevent_pk, label_name):
-    if label_name in DECISION_LABELS and policy()["PRELIMINARY_ALERTS"]:
+    if _superevent_decides(superevent_pk, label_name):
         reconsider_superevent(superevent_pk, f"label {label_name} added", 0)
 
 
-@handles(handlers.SUPEREVENT_LABEL_REMOVED)
+@handles(handlers.SUPEREVENT_LABEL_REMOVED, when=_superevent_decides)
 def superevent_label_removed(superevent_pk, label_name):
-    if label_name in DECISION_LABELS and policy()["PRELIMINARY_ALERTS"]:
+    if _superevent_decides(superevent_pk, label_name):
         reconsider_superevent(superevent_pk, f"label {label_name} removed", 0)
 
 

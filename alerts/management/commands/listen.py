@@ -18,7 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--topics", default=",".join(conf["kinds"]),
                             help="comma-separated kinds (superevent,cbc_gstlal,...)")
         parser.add_argument("--consumer-group", default=conf["consumer_group"])
-        parser.add_argument("--workers", type=int, default=1, help="threads applying messages, each in its own database transaction")
+        parser.add_argument("--workers", type=int, default=1, help=("processes applying messages (1: the listener itself; N >= 2: N worker processes, "
+                                  "a batch split by uid among them, each part in one database transaction)"))
         parser.add_argument("--max-messages", type=int, default=None, help="stop after this many (tests)")
 
     def handle(self, *args, broker, group, topics, consumer_group, max_messages, workers, **options):
