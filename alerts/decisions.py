@@ -389,7 +389,7 @@ def retry_delivery(notice, *, user, reason="", via="api"):
         _require_advocate(user)
         count = notice.deliveries.filter(status=NoticeDelivery.Status.FAILED).update(
             status=NoticeDelivery.Status.PENDING, attempts=0)
-        workers.enqueue(delivery.DELIVER_TASK, notice.pk)
+        workers.enqueue(delivery.deliver, notice.pk)
         return f"{count} failed deliveries of {notice.identity} retried"
 
     return _audit("retry delivery", notice.superevent, _with_reason({"notice": notice.identity}, reason), user, via,

@@ -27,7 +27,6 @@ from alerts.vocabulary import COINC_FILENAME, PSD_FILENAME, RANKING_DATA_FILENAM
 
 logger = logging.getLogger(__name__)
 
-FETCH_TASK = "alerts.gracedb_source.fetch_announced_file"
 # Files whose annotation needs the event's coinc.xml (the seed's second download).
 NEEDS_COINC = {PSD_FILENAME, RANKING_DATA_FILENAME}
 
@@ -93,7 +92,7 @@ def fetch_announced_file(event_pk, filename, tags=None, attempt=1):
             delay_s = retry["initial_s"] * retry["factor"] ** (attempt - 1)
             log(event, f"Could not download {filename} from GraceDB ({error}); trying again in {delay_s:g} s "
                        f"(attempt {attempt} of {retry['max_attempts']})")
-            workers.enqueue(FETCH_TASK, event_pk, filename, tags, attempt + 1, delay_s=delay_s)
+            workers.enqueue(fetch_announced_file, event_pk, filename, tags, attempt + 1, delay_s=delay_s)
         else:
             log(event, f"Could not download {filename} from GraceDB after {attempt} attempts ({error}); giving up")
         return

@@ -26,7 +26,6 @@ from alerts.vocabulary import (BAYESTAR_FLAT, BAYESTAR_MULTIORDER, COMPUTED_TAG,
 
 logger = logging.getLogger(__name__)
 
-WRITE_TASK = "alerts.gracedb_writeback.write_back"
 INGESTED_LABEL_CREATOR = "igwn-alert"
 CIRCULAR_SUFFIX = "-circular.txt"
 
@@ -82,7 +81,7 @@ def superevent_label_added(superevent_pk, name):
 def queue(key):
     from alerts import workers
 
-    workers.enqueue(WRITE_TASK, key)
+    workers.enqueue(write_back, key)
 
 
 def remote_target(owner):
@@ -153,7 +152,7 @@ def retry_later(row, key, error):
         finish(row, WriteBack.State.FAILED, error=error[:2000])
         return
     WriteBack.objects.filter(pk=row.pk).update(last_error=error[:2000])
-    workers.enqueue(WRITE_TASK, key, delay_s=retry["initial_s"] * retry["factor"] ** (row.attempts - 1))
+    workers.enqueue(write_back, key, delay_s=retry["initial_s"] * retry["factor"] ** (row.attempts - 1))
 
 
 def write_label(client, target, name):

@@ -356,7 +356,7 @@ def apply_log(owner, uid, data):
         if isinstance(owner, Event) and gracedb_source.enabled():
             log(owner, f"{comment} (file {filename} announced; downloading it from GraceDB)".strip(),
                 tags=tag_names, external_key=key)
-            workers.enqueue(gracedb_source.FETCH_TASK, owner.pk, filename, tag_names or None)
+            workers.enqueue(gracedb_source.fetch_announced_file, owner.pk, filename, tag_names or None)
             return f"{uid}: file {filename} announced, downloading it from GraceDB"
         log(owner, f"{comment} (file {filename} announced; not available locally)".strip(),
             tags=tag_names, external_key=key)
