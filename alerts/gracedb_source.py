@@ -13,7 +13,8 @@ is retried after ``retry.initial_s * factor**(attempt-1)`` seconds, at most
 ``retry.max_attempts`` times; then the failure is logged on the event. The
 alert path never waits for them: the orchestrator's annotation wait bounds
 what a missing sky map can cost. A download repeated after a crash stores
-nothing new when the bytes are those already stored.
+nothing new when the bytes are those already stored. What is logged here
+about the exchange with GraceDB is not written back to it.
 """
 import logging
 
@@ -91,14 +92,15 @@ def fetch_announced_file(event_pk, filename, tags=None, attempt=1):
         if attempt < retry["max_attempts"]:
             delay_s = retry["initial_s"] * retry["factor"] ** (attempt - 1)
             log(event, f"Could not download {filename} from GraceDB ({error}); trying again in {delay_s:g} s "
-                       f"(attempt {attempt} of {retry['max_attempts']})")
+                       f"(attempt {attempt} of {retry['max_attempts']})", announce=False)
             workers.enqueue(fetch_announced_file, event_pk, filename, tags, attempt + 1, delay_s=delay_s)
         else:
-            log(event, f"Could not download {filename} from GraceDB after {attempt} attempts ({error}); giving up")
+            log(event, f"Could not download {filename} from GraceDB after {attempt} attempts ({error}); giving up",
+                announce=False)
         return
     except UploadError as error:
-        log(event, f"Downloaded {filename} from GraceDB but it was refused: {error}")
+        log(event, f"Downloaded {filename} from GraceDB but it was refused: {error}", announce=False)
         return
     except Exception as error:  # noqa: BLE001 - a 4xx or any other answer: logged on the event, never retried
-        log(event, f"Could not download {filename} from GraceDB: {type(error).__name__}: {error}")
+        log(event, f"Could not download {filename} from GraceDB: {type(error).__name__}: {error}", announce=False)
         return

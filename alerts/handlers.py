@@ -21,17 +21,23 @@ SUPEREVENT_PREFERRED_CHANGED = "superevent_preferred_changed"  # (superevent_pk,
 SUPEREVENT_LABEL_ADDED = "superevent_label_added"  # (superevent_pk, label_name)
 SUPEREVENT_LABEL_REMOVED = "superevent_label_removed"  # (superevent_pk, label_name)
 SUPEREVENT_FILE_ADDED = "superevent_file_added"  # (superevent_pk, file_pk)
+# Log messages written here one at a time (store.log, log_many), on events
+# or superevents; not the rows an upload or the grouping writes in bulk.
+LOGS_ADDED = "logs_added"  # ([log_pk, ...],)
 KINDS = {
     EVENT_CREATED, EVENT_FILE_ADDED, EVENT_LABEL_ADDED, EVENT_LABEL_REMOVED, SUPEREVENT_CREATED,
     SUPEREVENT_EVENT_ADDED, SUPEREVENT_PREFERRED_CHANGED, SUPEREVENT_LABEL_ADDED,
-    SUPEREVENT_LABEL_REMOVED, SUPEREVENT_FILE_ADDED,
+    SUPEREVENT_LABEL_REMOVED, SUPEREVENT_FILE_ADDED, LOGS_ADDED,
 }
 
 _subscribers = defaultdict(list)
+_conditions = {}  # (kind, path) -> when
 
 
-def handles(kind):
-    """Subscribe the decorated module-level function to ``kind``."""
+def handles(kind, when=None):
+    """Subscribe the decorated module-level function to ``kind``; with
+    ``when`` (a function of no arguments), only while ``when()`` is true
+    at dispatch, so a feature that is off costs no task."""
     if kind not in KINDS:
         raise ValueError(f"unknown handler kind {kind!r}")
 
@@ -39,6 +45,8 @@ def handles(kind):
         path = f"{func.__module__}.{func.__qualname__}"
         if path not in _subscribers[kind]:
             _subscribers[kind].append(path)
+        if when is not None:
+            _conditions[kind, path] = when
         return func
 
     return register
@@ -56,5 +64,6 @@ def dispatch(kind, *args, done=()):
         raise ValueError(f"unknown handler kind {kind!r}")
     skipped = {workers.task_path(func) for func in done}
     for path in _subscribers[kind]:
-        if path not in skipped:
+        when = _conditions.get((kind, path))
+        if path not in skipped and (when is None or when()):
             workers.enqueue(path, *args)
