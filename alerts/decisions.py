@@ -24,8 +24,8 @@ from django.utils import timezone
 from alerts import annotations, circulars, delivery, handlers, products, roles, store, workers
 from alerts.models import AuditRecord, Category, Event, File, Log, Notice, NoticeDelivery, Superevent
 from alerts.science.notices import ROLE_TEST, NoticeContent, NoticeValidationError, notice_role
-from alerts.vocabulary import (ADVNO, ADVOK, HUMAN_ALERT_TYPES, INITIAL_ALERT, INJ, PRELIMINARY_ALERT,
-                               RETRACTION_ALERT, UPDATE_ALERT, VERDICT_LABELS)
+from alerts.vocabulary import (ADVNO, ADVOK, COMMENT_TAG, HUMAN_ALERT_TYPES, INITIAL_ALERT, INJ,
+                               PRELIMINARY_ALERT, RETRACTION_ALERT, UPDATE_ALERT, VERDICT_LABELS)
 # The Preliminary's content builder, reused so Initial and Update say the
 # same things the same way (one import, so it can be re-pointed in one place).
 from alerts.orchestrator.alerts import copy_products, notice_content
@@ -360,12 +360,14 @@ def _check_label_name(name):
         raise BadRequest(f"unknown label {name!r}")
 
 
-def add_comment(owner, text, *, user, via="api") -> Log:
+def add_comment(owner, text, *, user, via="api", tags=()) -> Log:
+    """A human's log message, tagged as a comment and with ``tags`` (those
+    written with it through the GraceDB surface)."""
     def act():
         _require_advocate(user)
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("a comment needs some text")
-        return store.log(owner, text.strip(), tags=["comment"])
+        return store.log(owner, text.strip(), tags=[COMMENT_TAG, *(tag for tag in tags if tag != COMMENT_TAG)])
 
     return _audit("comment", owner, {"text": text if isinstance(text, str) else repr(text)}, user, via, act)
 
@@ -389,7 +391,7 @@ def retry_delivery(notice, *, user, reason="", via="api"):
         _require_advocate(user)
         count = notice.deliveries.filter(status=NoticeDelivery.Status.FAILED).update(
             status=NoticeDelivery.Status.PENDING, attempts=0)
-        workers.enqueue(delivery.DELIVER_TASK, notice.pk)
+        workers.enqueue(delivery.deliver, notice.pk)
         return f"{count} failed deliveries of {notice.identity} retried"
 
     return _audit("retry delivery", notice.superevent, _with_reason({"notice": notice.identity}, reason), user, via,

@@ -12,7 +12,8 @@ Downloads are worker tasks. A 5xx answer, a timeout or a refused connection
 is retried after ``retry.initial_s * factor**(attempt-1)`` seconds, at most
 ``retry.max_attempts`` times; then the failure is logged on the event. A
 download repeated after a crash stores nothing new when the bytes are those
-already stored.
+already stored. What is logged here about the exchange with GraceDB is
+not written back to it.
 
 Each announced download is a StepRun (step ``gracedb_download``, subject the
 file name) written in the transaction that records the announcement and
@@ -119,7 +120,7 @@ def fetch_announced_file(event_pk, filename, tags=None, attempt=1, run_pk=None):
         if attempt < retry["max_attempts"]:
             delay_s = retry["initial_s"] * retry["factor"] ** (attempt - 1)
             log(event, f"Could not download {filename} from GraceDB ({error}); trying again in {delay_s:g} s "
-                       f"(attempt {attempt} of {retry['max_attempts']})")
+                       f"(attempt {attempt} of {retry['max_attempts']})", announce=False)
             workers.enqueue(fetch_announced_file, event_pk, filename, tags, attempt + 1, run_pk, delay_s=delay_s)
             return
         why = f"Could not download {filename} from GraceDB after {attempt} attempts ({error}); giving up"
@@ -131,7 +132,7 @@ def fetch_announced_file(event_pk, filename, tags=None, attempt=1, run_pk=None):
         if run is not None:
             finish(run, StepRun.Status.SUCCEEDED)
         return
-    log(event, why)
+    log(event, why, announce=False)
     if run is not None:
         finish(run, StepRun.Status.FAILED, why)
 

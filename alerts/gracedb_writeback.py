@@ -1,18 +1,30 @@
-"""Write-back: the products and labels this orchestrator makes, written to
-the source GraceDB (``GRACEDB["write_back"]``, off by default).
+"""Write-back: the products, labels and log messages this orchestrator
+makes, written to the source GraceDB (``GRACEDB["write_back"]``, off by
+default).
 
-Each write is its own worker task, queued by the file and label handlers,
-so it never holds up an alert. Exactly once: a ``WriteBack`` row is claimed
-before the remote write and marked done after it; the remote log message
-carries the row's key, so a task that died between the two finds its write
-in the remote log and does not make a second file version.
+Each write is its own worker task, queued by the file, label and log
+handlers, so it never holds up an alert. Exactly once: a ``WriteBack`` row
+is claimed before the remote write (its attempt counted and committed),
+held locked while the remote write runs, so a second worker with the same
+key waits and then finds it done, and marked done after it. The remote log
+message carries the row's key (``... [file:12]``), so a task that died
+between the remote write and marking it done finds its write in the remote
+log and does not make a second file version or log message.
 
 What goes back: sky maps, plots, em_bright.json, a computed p_astro.json, the
-data-quality report and circular drafts (with GraceDB's tags), and the labels
-added here (not those that came from GraceDB). Superevent products go to the
-remote superevent that holds the preferred event.
+data-quality report and circular drafts (with GraceDB's tags), the labels
+added here (not those that came from GraceDB) and the log messages written
+here (``store.log``, with the GraceDB tags among theirs). Not written back:
+what came from GraceDB (ingested log messages and labels, downloaded files,
+notes on the exchange with GraceDB), the log row that goes with a file or a
+label (the file or label is written itself), and the rows an upload or the
+superevent manager writes in bulk (GraceDB records its own). Superevent
+products go to the remote superevent that holds the preferred event. When
+GraceDB announces a write-back of ours, :func:`echo_key` recognizes it, so
+ingest does not record it as news.
 """
 import logging
+import re
 
 from django.conf import settings
 from django.db import transaction
@@ -20,15 +32,18 @@ from django.utils import timezone
 
 from alerts import gracedb_source, handlers
 from alerts.handlers import handles
-from alerts.models import Event, File, Label, WriteBack
-from alerts.vocabulary import (BAYESTAR_FLAT, BAYESTAR_MULTIORDER, COMPUTED_TAG, DATA_QUALITY_REPORT,
-                               EM_BRIGHT_FILENAME, P_ASTRO_SUFFIX, PNG_SUFFIX)
+from alerts.models import Event, File, Label, Log, WriteBack
+from alerts.vocabulary import (ANALYST_COMMENTS_TAG, BAYESTAR_FLAT, BAYESTAR_MULTIORDER, COMMENT_TAG, COMPUTED_TAG,
+                               DATA_QUALITY_REPORT, EM_BRIGHT_FILENAME, GRACEDB_LOG_TAGS, P_ASTRO_SUFFIX,
+                               PNG_SUFFIX)
 
 logger = logging.getLogger(__name__)
 
-WRITE_TASK = "alerts.gracedb_writeback.write_back"
 INGESTED_LABEL_CREATOR = "igwn-alert"
 CIRCULAR_SUFFIX = "-circular.txt"
+RECORDS = {"file": File, "label": Label, "log": Log}
+# The key at the end of a remote log message this orchestrator wrote.
+KEY_MARK = re.compile(r" \[((?:file|log):\d+)\]$")
 
 
 def enabled():
@@ -79,10 +94,19 @@ def superevent_label_added(superevent_pk, name):
         queue(f"label:{label.pk}")
 
 
+@handles(handlers.LOGS_ADDED, when=lambda *_: enabled())
+def logs_added(log_pks):
+    """The orchestrator's own log messages (not an ingested one, not one
+    that goes with a file)."""
+    for pk in Log.objects.filter(pk__in=log_pks, external_key="", file__isnull=True).order_by("pk") \
+            .values_list("pk", flat=True):
+        queue(f"log:{pk}")
+
+
 def queue(key):
     from alerts import workers
 
-    workers.enqueue(WRITE_TASK, key)
+    workers.enqueue(write_back, key)
 
 
 def remote_target(owner):
@@ -97,7 +121,9 @@ def remote_target(owner):
 
 
 def claim(key):
-    """The WriteBack row for ``key`` if this run may write it, else None."""
+    """The WriteBack row for ``key`` if this run may write it, else None.
+    The attempt is counted in a transaction of its own, so a run that dies
+    in the remote write leaves a count above 1 for the next to see."""
     with transaction.atomic():
         row, _ = WriteBack.objects.select_for_update().get_or_create(key=key)
         if row.state == WriteBack.State.DONE:
@@ -107,6 +133,11 @@ def claim(key):
     return row
 
 
+def marked(text, key):
+    """The remote log message: ``text`` and the key that identifies the write."""
+    return f"{text} [{key}]"
+
+
 def written_already(client, target, key):
     """Whether a remote log message carries ``key`` (a write whose task died
     before it could record it)."""
@@ -114,34 +145,61 @@ def written_already(client, target, key):
     return any(f"[{key}]" in (entry.get("comment") or "") for entry in logs)
 
 
-def write_back(key):
-    """Write one file or label to the source GraceDB, exactly once."""
+def echo_key(owner, comment, filename=""):
+    """The key of our write-back that a GraceDB log message on ``owner``
+    (an event, or a remote superevent) announces, or None: then it is news."""
+    found = KEY_MARK.search(comment or "")
+    if not found or not WriteBack.objects.filter(key=found.group(1)).exists():
+        return None
+    key = found.group(1)
     kind, _, pk = key.partition(":")
-    record = File.objects.filter(pk=pk).first() if kind == "file" else Label.objects.filter(pk=pk).first()
+    record = RECORDS[kind].objects.filter(pk=pk).first()
+    if record is None or (isinstance(owner, Event) and record.event_id != owner.pk):
+        return None
+    ours = comment == marked(record.message, key) if kind == "log" else filename == record.name
+    return key if ours else None
+
+
+def remote_tags(record):
+    """GraceDB's tags among a log message's (a comment is GraceDB's analyst_comments)."""
+    tags = [ANALYST_COMMENTS_TAG if tag == COMMENT_TAG else tag for tag in record.tags]
+    return sorted({tag for tag in tags if tag in GRACEDB_LOG_TAGS})
+
+
+def write_back(key):
+    """Write one file, label or log message to the source GraceDB, exactly once."""
+    kind, _, pk = key.partition(":")
+    record = RECORDS[kind].objects.filter(pk=pk).first() if kind in RECORDS else None
     if record is None:
         return
     row = claim(key)
     if row is None:
         return
-    owner = record.event or record.superevent
     client = gracedb_source.client()
     try:
-        target = row.target or remote_target(owner)
-        if target is None:
-            finish(row, WriteBack.State.FAILED, error=f"{owner} has no remote counterpart")
-            return
-        if row.attempts > 1 and kind == "file" and written_already(client, target, key):
+        with transaction.atomic():
+            # Held until marked done: a second run of the same key waits here.
+            row = WriteBack.objects.select_for_update().get(pk=row.pk)
+            if row.state == WriteBack.State.DONE:
+                return
+            owner = record.event or record.superevent
+            target = row.target or remote_target(owner)
+            if target is None:
+                finish(row, WriteBack.State.FAILED, error=f"{owner} has no remote counterpart")
+                return
+            if row.attempts > 1 and kind != "label" and written_already(client, target, key):
+                finish(row, WriteBack.State.DONE, target=target)
+                return
+            if kind == "file":
+                client.write_log(target, marked(f"{record.filename} from the alert orchestrator", key),
+                                 filename=record.name, filecontents=record.read(), tag_name=list(record.tags))
+            elif kind == "log":
+                client.write_log(target, marked(record.message, key), tag_name=remote_tags(record))
+            else:
+                write_label(client, target, record.name)
             finish(row, WriteBack.State.DONE, target=target)
-            return
-        if kind == "file":
-            client.write_log(target, f"{record.filename} from the alert orchestrator [{key}]",
-                             filename=record.name, filecontents=record.read(), tag_name=list(record.tags))
-        else:
-            write_label(client, target, record.name)
     except Exception as error:  # noqa: BLE001 - recorded on the row and tried again later, bounded
         retry_later(row, key, f"{type(error).__name__}: {error}")
-        return
-    finish(row, WriteBack.State.DONE, target=target)
 
 
 def retry_later(row, key, error):
@@ -153,7 +211,7 @@ def retry_later(row, key, error):
         finish(row, WriteBack.State.FAILED, error=error[:2000])
         return
     WriteBack.objects.filter(pk=row.pk).update(last_error=error[:2000])
-    workers.enqueue(WRITE_TASK, key, delay_s=retry["initial_s"] * retry["factor"] ** (row.attempts - 1))
+    workers.enqueue(write_back, key, delay_s=retry["initial_s"] * retry["factor"] ** (row.attempts - 1))
 
 
 def write_label(client, target, name):

@@ -21,10 +21,13 @@ SUPEREVENT_PREFERRED_CHANGED = "superevent_preferred_changed"  # (superevent_pk,
 SUPEREVENT_LABEL_ADDED = "superevent_label_added"  # (superevent_pk, label_name)
 SUPEREVENT_LABEL_REMOVED = "superevent_label_removed"  # (superevent_pk, label_name)
 SUPEREVENT_FILE_ADDED = "superevent_file_added"  # (superevent_pk, file_pk)
+# Log messages written here one at a time (store.log, log_many), on events
+# or superevents; not the rows an upload or the grouping writes in bulk.
+LOGS_ADDED = "logs_added"  # ([log_pk, ...],)
 KINDS = {
     EVENT_CREATED, EVENT_FILE_ADDED, EVENT_LABEL_ADDED, EVENT_LABEL_REMOVED, SUPEREVENT_CREATED,
     SUPEREVENT_EVENT_ADDED, SUPEREVENT_PREFERRED_CHANGED, SUPEREVENT_LABEL_ADDED,
-    SUPEREVENT_LABEL_REMOVED, SUPEREVENT_FILE_ADDED,
+    SUPEREVENT_LABEL_REMOVED, SUPEREVENT_FILE_ADDED, LOGS_ADDED,
 }
 
 _subscribers = defaultdict(list)

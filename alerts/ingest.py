@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from alerts import gracedb_source
+from alerts import gracedb_source, gracedb_writeback
 from alerts.events import (LABEL_NAME, PLAIN_ID, UploadError, add_event_file, create_event, finite_number, quoted,
                            reject, validate_tags, validate_text)
 from alerts.models import Category, Event, Log, Superevent
@@ -353,7 +353,7 @@ def update_event(event, obj):
     if not changed:
         return ""
     event.save()
-    log(event, "Updated: " + "; ".join(changed))
+    log(event, "Updated: " + "; ".join(changed), announce=False)
     return f"{event.graceid}: updated ({'; '.join(changed)})"
 
 
@@ -383,6 +383,9 @@ def apply_log(owner, uid, data):
     if filename and (not isinstance(filename, str) or Path(filename).name != filename
                      or filename in {".", ".."} or not filename.isprintable()):
         raise MessageError(f"{uid}: announced file name must be a plain file name, got {filename!r}")
+    echoed = gracedb_writeback.echo_key(owner, comment, filename)
+    if echoed:
+        return f"{uid}: our own write-back {echoed} (not recorded again)"
     key = f"log:{data.get('N', '')}:{filename}:{data.get('file_version', '')}:{comment}"[:128]
     if not filename:
         if not log_once(owner, comment or "(empty log message)", tags=tag_names, external_key=key):
@@ -396,15 +399,16 @@ def apply_log(owner, uid, data):
             add_event_file(owner, filename, local.read_bytes(), tags=tag_names or None, message=comment or None)
         except UploadError as error:
             raise MessageError(f"{uid}: {error}") from None
-        log(owner, f"Ingested {filename} announced by IGWN Alert", external_key=key, repeat_checked=True)
+        log(owner, f"Ingested {filename} announced by IGWN Alert", external_key=key, repeat_checked=True,
+            announce=False)
         return f"{uid}: file {filename} stored"
     if isinstance(owner, Event) and gracedb_source.enabled():
         log(owner, f"{comment} (file {filename} announced; downloading it from GraceDB)".strip(),
-            tags=tag_names, external_key=key, repeat_checked=True)
+            tags=tag_names, external_key=key, repeat_checked=True, announce=False)
         gracedb_source.announce(owner, filename, tag_names or None)
         return f"{uid}: file {filename} announced, downloading it from GraceDB"
     log(owner, f"{comment} (file {filename} announced; not available locally)".strip(),
-        tags=tag_names, external_key=key, repeat_checked=True)
+        tags=tag_names, external_key=key, repeat_checked=True, announce=False)
     return f"{uid}: file {filename} announced, not available locally"
 
 

@@ -23,15 +23,23 @@ def owner_kwargs(owner):
     raise TypeError(f"files, labels and logs belong to an Event or a Superevent, not {owner!r}")
 
 
-def log(owner, message, file=None, tags=(), external_key="", repeat_checked=False):
+def log(owner, message, file=None, tags=(), external_key="", repeat_checked=False, announce=True):
     """Append a log message; with ``external_key`` a repeated message is
-    ignored (``repeat_checked``: the caller has just looked for it)."""
+    ignored (``repeat_checked``: the caller has just looked for it).
+
+    The new message is announced to the LOGS_ADDED handlers (write-back to
+    GraceDB) unless ``announce`` is false: a message that records what came
+    from GraceDB, or that goes with a label change, announced on its own.
+    """
     if external_key and not repeat_checked:
         existing = Log.objects.filter(external_key=external_key, **owner_kwargs(owner)).first()
         if existing:
             return existing
-    return insert([Log(message=message, file=file, tags=list(tags), external_key=external_key,
-                       **owner_kwargs(owner))])[0]
+    entry = insert([Log(message=message, file=file, tags=list(tags), external_key=external_key,
+                        **owner_kwargs(owner))])[0]
+    if announce:
+        handlers.dispatch(handlers.LOGS_ADDED, [entry.pk])
+    return entry
 
 
 def log_once(owner, message, tags=(), external_key=""):
@@ -65,8 +73,12 @@ def write_logs(entries):
 
 
 def log_many(owner, messages, tags=()):
-    """Append several log messages, in order, with one INSERT."""
-    return write_logs([pending_log(owner, message, tags=tags) for message in messages])
+    """Append several log messages, in order, with one INSERT (announced
+    as ``log`` announces one)."""
+    entries = write_logs([pending_log(owner, message, tags=tags) for message in messages])
+    if entries:
+        handlers.dispatch(handlers.LOGS_ADDED, [entry.pk for entry in entries])
+    return entries
 
 
 def add_label(owner, name, creator="orchestrator"):
@@ -146,7 +158,7 @@ def remove_label(owner, name):
         deleted, _ = Label.objects.filter(name=name, **owner_kwargs(owner)).delete()
         if not deleted:
             return False
-        log(owner, f"Label removed: {name}", tags=["label"])
+        log(owner, f"Label removed: {name}", tags=["label"], announce=False)
     if isinstance(owner, Event):
         handlers.dispatch(handlers.EVENT_LABEL_REMOVED, owner.pk, name)
     else:
@@ -164,7 +176,7 @@ def add_file(owner, name, data, tags=(), message=None, announce=True):
         type(owner).objects.select_for_update().filter(pk=owner.pk).exists()
         latest = File.objects.filter(name=name, **owner_kwargs(owner)).aggregate(v=Max("version"))["v"]
         stored = save_file_version(owner, name, data, (latest or 0) + 1, tags)
-        log(owner, message or file_added_message(stored), file=stored, tags=tags)
+        log(owner, message or file_added_message(stored), file=stored, tags=tags, announce=False)
     if announce:
         kind = handlers.EVENT_FILE_ADDED if isinstance(owner, Event) else handlers.SUPEREVENT_FILE_ADDED
         handlers.dispatch(kind, owner.pk, stored.pk)

@@ -64,6 +64,12 @@ PUBLIC_TAG = "public"
 EM_FOLLOW_TAG = "em_follow"
 COMPUTED_TAG = "computed"
 SIGNOFF_TAG = "signoff"
+COMMENT_TAG = "comment"  # a human's comment here; GraceDB calls it analyst_comments
+ANALYST_COMMENTS_TAG = "analyst_comments"
+# The tags a log message written back to GraceDB keeps (GraceDB's own; the
+# orchestrator's bookkeeping tags such as "orchestrator" stay here).
+GRACEDB_LOG_TAGS = {SKY_LOC_TAG, EM_BRIGHT_TAG, P_ASTRO_TAG, PSD_TAG, DATA_QUALITY_TAG, EM_FOLLOW_TAG,
+                    ANALYST_COMMENTS_TAG}
 
 
 def circular_filename(alert_type):

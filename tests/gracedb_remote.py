@@ -93,3 +93,107 @@ def pipeline_client(api, user=USER, password=PASSWORD):
     client = GraceDb(service_url=api, force_noauth=True, retries=0)
     client.auth = (user, password)
     return client
+
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of ``upstream`` (host, port) that answers 503
+    during an outage and forwards requests otherwise, keeping the Host
+    header, so that the links the server answers with point at the proxy.
+
+    ``fail_next(count)``: the next ``count`` requests answer 503;
+    ``fail_for(seconds)``: every request for that long does. With
+    ``lose=("POST",)``, the first such request in the outage is forwarded
+    and its answer replaced by a 503: the server wrote, the client believes
+    it did not. A context manager; ``url`` is its API root, ``served`` the
+    (method, path, status) of every request it answered.
+    """
+
+    def __init__(self, upstream):
+        import http.server
+        import threading
+
+        self.upstream, self.served = upstream, []
+        self._failing, self._until, self._lose = 0, 0.0, set()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def relay(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                down, lose = proxy._in_outage(self.command)
+                if down and not lose:
+                    return self.answer(503, {"Content-Type": "text/plain"}, b"Service Unavailable")
+                status, headers, data = proxy._forward(self.command, self.path, dict(self.headers), body)
+                if lose:
+                    status, headers, data = 503, {"Content-Type": "text/plain"}, b"Service Unavailable"
+                return self.answer(status, headers, data)
+
+            def answer(self, status, headers, data):
+                with proxy._lock:
+                    proxy.served.append((self.command, self.path, status))
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in {"content-length", "transfer-encoding", "connection", "server", "date"}:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = relay
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def fail_next(self, count, lose=()):
+        with self._lock:
+            self._failing, self._lose = count, set(lose)
+
+    def fail_for(self, seconds, lose=()):
+        with self._lock:
+            self._until, self._lose = time.monotonic() + seconds, set(lose)
+
+    def _in_outage(self, method):
+        """(answer 503, after forwarding) for a request now."""
+        with self._lock:
+            down = self._failing > 0 or time.monotonic() < self._until
+            if self._failing > 0:
+                self._failing -= 1
+            lose = down and method in self._lose
+            if lose:
+                self._lose.discard(method)
+            return down, lose
+
+    def _forward(self, method, path, headers, body):
+        import http.client
+
+        connection = http.client.HTTPConnection(*self.upstream, timeout=60)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    @property
+    def url(self):
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/gracedb/api/"
+
+    def unavailable(self):
+        """How many 503s it answered."""
+        with self._lock:
+            return sum(1 for *_, status in self.served if status == 503)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)

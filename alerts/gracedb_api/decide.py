@@ -29,5 +29,5 @@ def add_comment(owner, text, *, user, tags=()):
     pipelines log what they upload too, so a pipeline's comment is stored
     directly."""
     if not roles.is_pipeline(user) or roles.is_advocate(user):
-        return decisions.add_comment(owner, text, user=user, via=VIA)
+        return decisions.add_comment(owner, text, user=user, via=VIA, tags=tags)
     return store.log(owner, text, tags=tags)
