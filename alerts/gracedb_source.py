@@ -70,6 +70,15 @@ def client():
     gracedb = GraceDb(service_url=settings_["url"], force_noauth=not user, retries=0)
     if user:
         gracedb.auth = (user, settings_["password"])
+    # requests waits forever by default; a GraceDB that takes the connection
+    # and never answers must end as a timeout (retried) rather than hold a worker.
+    request, timeout_s = gracedb.request, settings_["timeout_s"]
+
+    def request_with_timeout(method, url, **kwargs):
+        kwargs["timeout"] = kwargs.get("timeout") or timeout_s
+        return request(method, url, **kwargs)
+
+    gracedb.request = request_with_timeout
     return gracedb
 
 

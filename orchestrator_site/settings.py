@@ -567,4 +567,6 @@ GRACEDB = {
     "write_back": env_bool("GRACEDB_WRITE_BACK", False),
     "retry": {"initial_s": env_float("GRACEDB_RETRY_INITIAL_S", 2.0), "factor": 2.0,
               "max_attempts": int(env_float("GRACEDB_RETRY_MAX_ATTEMPTS", 6))},
+    # Seconds to connect, and then between bytes, before a request counts as timed out (retried).
+    "timeout_s": env_float("GRACEDB_TIMEOUT_S", 30.0),
 }

@@ -170,3 +170,24 @@ def test_an_announced_file_is_under_way_until_its_download_ends(monkeypatch, moc
     assert (event.extra_attributes["f_low"], event.extra_attributes["has_psd"]) == (parsed.f_low, parsed.has_psd)
     assert event.extra_attributes["gps_nanoseconds"] == parsed.gps_nanoseconds
     assert "SingleInspiral" in event.extra_attributes  # what the message said is kept
+
+
+def test_a_gracedb_that_takes_the_connection_and_never_answers_is_a_timeout_not_a_hang(settings,
+                                                                                       no_credential_lookup):
+    """The download gives up after GRACEDB["timeout_s"] as a transient error
+    (retried with backoff), instead of holding its worker for ever."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete in the backlog; nothing ever answers
+    try:
+        settings.GRACEDB = {**settings.GRACEDB, "url": f"http://127.0.0.1:{silent.getsockname()[1]}/api/",
+                            "timeout_s": 0.5}
+        started = time.monotonic()
+        with pytest.raises(gracedb_source.TransientError, match="Timeout"):
+            gracedb_source.download("G1", "psd.xml.gz")
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()
